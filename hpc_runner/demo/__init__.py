@@ -1,0 +1,1 @@
+"""Demo workloads shipped with hpc_runner."""

@@ -1,0 +1,189 @@
+"""The per-rank entrypoint: environment -> torch.distributed -> the user's function or script.
+
+Run by srun on every task (``python -m hpc_runner.entrypoint ...``), by torchrun, by
+submitit's executors, or by hand as a single process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from . import environment
+from .errors import HpcRunnerError, LaunchError
+from .hosts import resolve_address
+from .run_config import RunConfig
+from .spec import FunctionEntry
+
+log = logging.getLogger("hpc_runner")
+BACKENDS = {"gloo": "gloo", "nccl": "nccl"}
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass
+class RunContext:
+    """What user code gets: where it runs, where to write, and whether to stop for a requeue."""
+
+    env: environment.DistEnv
+    config: RunConfig
+    device: torch.device
+    restart_count: int = 0
+    _signalled: list[int] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics and plots."""
+        return self.env.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """A process group is up (gloo or nccl mode)."""
+        return dist.is_available() and dist.is_initialized()
+
+    @property
+    def output_dir(self) -> Path:
+        """The run's output directory (created on demand)."""
+        path = Path(self.config.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def print(self, *args: Any) -> None:
+        """Print on rank 0 only, flushed."""
+        if self.is_main:
+            print(*args, flush=True)
+
+    def stop_requested(self) -> bool:
+        """True on every rank once any rank got the time-limit signal (all ranks agree)."""
+        flag = torch.tensor([1.0 if self._signalled else 0.0], device=self.device)
+        if self.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in a single process)."""
+        if self.distributed:
+            dist.barrier()
+
+
+def _device(config: RunConfig, env: environment.DistEnv) -> torch.device:
+    if config.mode != "nccl":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise LaunchError(
+            f"nccl mode needs CUDA, but torch.cuda.is_available() is False on {socket.gethostname()} "
+            f"(rank {env.rank}; torch {torch.__version__}, CUDA build: {torch.version.cuda}).\n"
+            "  hint: request GPUs (gpus_per_node), install a CUDA build of torch, or use mode: gloo on CPUs"
+        )
+    count = torch.cuda.device_count()
+    if env.local_rank >= count:
+        raise LaunchError(
+            f"rank {env.rank} wants CUDA device {env.local_rank} but only {count} are visible on "
+            f"{socket.gethostname()}; one rank per GPU needs gpus_per_node >= ntasks_per_node"
+        )
+    torch.cuda.set_device(env.local_rank)
+    return torch.device("cuda", env.local_rank)
+
+
+def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
+    """Form the process group with a timeout and an error that says what to check."""
+    timeout = datetime.timedelta(seconds=config.init_timeout_s)
+    try:
+        dist.init_process_group(backend=BACKENDS[config.mode], init_method="env://",
+                                rank=env.rank, world_size=env.world_size, timeout=timeout)
+    except Exception as exc:  # torch raises DistStoreError, RuntimeError or ValueError here
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        in_use = "address already in use" in str(exc).lower() or "EADDRINUSE" in str(exc)
+        hint = (f"port {env.master_port} on {env.master_addr} is taken by another program or job; "
+                "set MASTER_PORT to a free port") if in_use else (
+            f"the process group did not form within {config.init_timeout_s}s. Expected {env.world_size} ranks "
+            f"on hosts {', '.join(env.hosts) or '?'} to meet rank 0 at {env.master_addr}:{env.master_port}. "
+            "Check that every node's task started (squeue/sacct), that this address and port are "
+            "reachable from every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME), and that all "
+            "ranks were launched by one srun")
+        raise LaunchError(f"rank {env.rank} on {socket.gethostname()}: {text}\n  hint: {hint}") from None
+
+
+def _run_entry(ctx: RunContext) -> Any:
+    entry = ctx.config.entry
+    if isinstance(entry, FunctionEntry):
+        module_name, _, func_name = entry.target.partition(":")
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise LaunchError(f"cannot load entrypoint function {entry.target!r}: {exc}") from None
+        return func(ctx, **entry.params)
+    sys.argv = [entry.path, *entry.args]
+    if not Path(entry.path).is_file():
+        raise LaunchError(f"entrypoint script {entry.path!r} not found (cwd {os.getcwd()})")
+    runpy.run_path(entry.path, run_name="__main__")
+    return None
+
+
+def requeue_if_asked(ctx: RunContext) -> bool:
+    """After a time-limit signal: rank 0 asks SLURM to requeue the job, within the restart bound."""
+    if not ctx._signalled or not ctx.is_main:
+        return False
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or os.environ.get("SUBMITIT_EXECUTOR"):
+        return False  # submitit requeues its own jobs
+    if ctx.restart_count >= ctx.config.max_restarts:
+        print(f"hpc_runner: not requeueing job {job_id}: {ctx.restart_count} restart(s) reached the bound "
+              f"{ctx.config.max_restarts}", flush=True)
+        return False
+    print(f"hpc_runner: requeueing job {job_id} (restart {ctx.restart_count + 1} of at most "
+          f"{ctx.config.max_restarts})", flush=True)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    return True
+
+
+def run(config: RunConfig, environ: dict[str, str] | None = None) -> Any:
+    """Set up this rank, run the user's code, tear down; returns the user function's result."""
+    environ = dict(os.environ) if environ is None else environ
+    env = environment.from_environ(environ, resolve_address)
+    os.environ.update(env.torch_variables())
+    torch.set_num_threads(max(env.cpus_per_task, 1))
+    device = _device(config, env)
+    ctx = RunContext(env=env, config=config, device=device,
+                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0))
+    if not environ.get("SUBMITIT_EXECUTOR"):  # submitit handles its own signals and requeue
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda signum, _frame: ctx._signalled.append(signum))
+    owns_group = config.mode in BACKENDS and isinstance(config.entry, FunctionEntry)
+    if owns_group:
+        init_process_group(config, env)
+    try:
+        result = _run_entry(ctx)
+        requeue_if_asked(ctx)
+        return result
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: parse the RunConfig argv, run, map errors to exit codes."""
+    logging.basicConfig(level=os.environ.get("HPC_RUNNER_LOG", "WARNING"))
+    config = RunConfig.from_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        run(config)
+    except HpcRunnerError as exc:
+        print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

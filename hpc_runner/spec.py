@@ -1,0 +1,413 @@
+"""Job specs: YAML plus overrides, validated once into frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SpecError
+
+MODES = ("threading", "gloo", "nccl")
+LAUNCHERS = ("srun", "torchrun")
+SIGNALS = ("USR1", "USR2")
+
+# Values that end up on an ``#SBATCH`` line are read by sbatch, not bash: keep them plain.
+_DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MEM = re.compile(r"^[0-9]+[KMGT]?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
+_FORBIDDEN_CHARS = ("\n", "\r", "\x00")
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    """Run ``package.module:function`` on every rank with ``params`` as keyword arguments."""
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScriptEntry:
+    """Run a torchrun-style Python script on every rank with ``args`` as its argv."""
+
+    path: str
+    args: tuple[str, ...] = ()
+
+
+Entry = FunctionEntry | ScriptEntry
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Size of the training set and the per-rank batch; drives the resource math."""
+
+    samples: int
+    batch_size: int
+    val_samples: int = 0
+    audit: bool = True
+
+
+@dataclass(frozen=True)
+class RequeueSpec:
+    """Ask SLURM for a warning signal before the time limit and requeue after checkpointing."""
+
+    signal: str = "USR1"
+    seconds_before: int = 60
+    max_restarts: int = 3
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One validated job: resources, environment and what to run."""
+
+    name: str
+    entrypoint: Entry
+    mode: str = "threading"
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    time_minutes: int = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    mem: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    setup: tuple[str, ...] = ()
+    launcher: str = "srun"
+    output_dir: str = ""
+    python: str = "python3"
+    socket_ifname: str | None = None
+    nccl_debug: str = "WARN"
+    init_timeout_s: int = 300
+    data: DataSpec | None = None
+    requeue: RequeueSpec = RequeueSpec()
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in the whole job."""
+        return self.nodes * self.ntasks_per_node
+
+    @property
+    def run_dir(self) -> str:
+        """Where rank 0 writes checkpoints and metrics (``output_dir`` or ``runs/NAME``)."""
+        return self.output_dir or f"runs/{self.name}"
+
+
+# Keys a YAML file may hold, mapped to the JobSpec field they fill.
+_TOP_KEYS = {
+    "name": "name",
+    "mode": "mode",
+    "nodes": "nodes",
+    "ntasks_per_node": "ntasks_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "gpus_per_node": "gpus_per_node",
+    "time": "time_minutes",
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "mem": "mem",
+    "env": "env",
+    "setup": "setup",
+    "launcher": "launcher",
+    "output_dir": "output_dir",
+    "python": "python",
+    "socket_ifname": "socket_ifname",
+    "nccl_debug": "nccl_debug",
+    "init_timeout": "init_timeout_s",
+    "data": "data",
+    "requeue": "requeue",
+    "entrypoint": "entrypoint",
+}
+_ENTRY_KEYS = ("function", "params", "script", "args")
+_DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
+_REQUEUE_KEYS = ("signal", "seconds_before", "max_restarts")
+
+
+class _Reader:
+    """Validates raw values and names the source and key in every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str, hint: str = "") -> SpecError:
+        text = f"{self.source}: key '{key}': {message}"
+        return SpecError(f"{text}\n  hint: {hint}" if hint else text)
+
+    def check_keys(self, where: str, raw: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+        unknown = sorted(str(k) for k in raw if k not in valid)
+        if unknown:
+            label = f"{where}." if where else ""
+            raise SpecError(
+                f"{self.source}: unknown key(s) {', '.join(label + k for k in unknown)}; "
+                f"valid keys{' in ' + where if where else ''}: {', '.join(valid)}"
+            )
+
+    def text(self, key: str, value: Any, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(key, f"expected a string, got {type(value).__name__} {value!r}", hint)
+        value = str(value)
+        if any(c in value for c in _FORBIDDEN_CHARS):
+            raise self.fail(key, "newlines, carriage returns and NUL bytes are not allowed", hint)
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"{value!r} is not allowed here", hint)
+        return value
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            else:
+                raise self.fail(key, f"expected a whole number >= {minimum}, got {value!r}")
+        if value < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {value!r}")
+        return value
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    def minutes(self, key: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer(key, value, 1)
+        text = self.text(key, value, hint="use minutes (90) or [D-]HH:MM[:SS] ('01:30:00')")
+        match = _TIME.match(text)
+        if not match:
+            raise self.fail(key, f"{text!r} is not a time", "use minutes (90) or [D-]HH:MM[:SS] ('01:30:00')")
+        days, hours, mins, secs = (int(g) if g else 0 for g in match.groups())
+        total = days * 1440 + hours * 60 + mins + (1 if secs else 0)
+        if total < 1:
+            raise self.fail(key, "must be at least one minute")
+        return total
+
+    def mapping(self, key: str, value: Any) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def sequence(self, key: str, value: Any) -> list[Any]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise self.fail(key, f"expected a list, got {type(value).__name__}")
+        return list(value)
+
+    def plain_data(self, key: str, value: Any) -> Any:
+        """Params go to user code as JSON: only YAML scalars, lists and mappings, no newlines."""
+        if isinstance(value, Mapping):
+            return {self.text(key, k): self.plain_data(f"{key}.{k}", v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.plain_data(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if isinstance(value, str):
+            return self.text(key, value)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        raise self.fail(key, f"unsupported value {value!r}; use strings, numbers, lists or mappings")
+
+
+def _entry(r: _Reader, raw: Any) -> Entry:
+    raw = r.mapping("entrypoint", raw)
+    r.check_keys("entrypoint", raw, _ENTRY_KEYS)
+    has_function, has_script = "function" in raw, "script" in raw
+    if has_function == has_script:
+        raise r.fail("entrypoint", "give exactly one of 'function' or 'script'",
+                     "function: 'package.module:func' with params, or script: path/to/train.py with args")
+    if has_function:
+        if "args" in raw:
+            raise r.fail("entrypoint.args", "args go with 'script'; a function takes 'params'")
+        target = r.text("entrypoint.function", raw["function"], _FUNCTION, "write it as 'package.module:function'")
+        params = r.plain_data("entrypoint.params", r.mapping("entrypoint.params", raw.get("params") or {}))
+        return FunctionEntry(target=target, params=params)
+    if "params" in raw:
+        raise r.fail("entrypoint.params", "params go with 'function'; a script takes 'args'")
+    path = r.text("entrypoint.script", raw["script"])
+    if not path:
+        raise r.fail("entrypoint.script", "must not be empty")
+    args = tuple(r.text(f"entrypoint.args[{i}]", a) for i, a in enumerate(r.sequence("entrypoint.args", raw.get("args") or [])))
+    return ScriptEntry(path=path, args=args)
+
+
+def _data(r: _Reader, raw: Any) -> DataSpec | None:
+    if raw is None:
+        return None
+    raw = r.mapping("data", raw)
+    r.check_keys("data", raw, _DATA_KEYS)
+    for key in ("samples", "batch_size"):
+        if key not in raw:
+            raise r.fail(f"data.{key}", "is required when 'data' is given")
+    return DataSpec(
+        samples=r.integer("data.samples", raw["samples"], 1),
+        batch_size=r.integer("data.batch_size", raw["batch_size"], 1),
+        val_samples=r.integer("data.val_samples", raw.get("val_samples", 0), 0),
+        audit=r.boolean("data.audit", raw.get("audit", True)),
+    )
+
+
+def _requeue(r: _Reader, raw: Any) -> RequeueSpec:
+    raw = r.mapping("requeue", raw or {})
+    r.check_keys("requeue", raw, _REQUEUE_KEYS)
+    default = RequeueSpec()
+    return RequeueSpec(
+        signal=r.choice("requeue.signal", raw.get("signal", default.signal), SIGNALS),
+        seconds_before=r.integer("requeue.seconds_before", raw.get("seconds_before", default.seconds_before), 1),
+        max_restarts=r.integer("requeue.max_restarts", raw.get("max_restarts", default.max_restarts), 0),
+    )
+
+
+def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
+    """Validate a raw mapping (parsed YAML with overrides applied) into a JobSpec."""
+    r = _Reader(source)
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{source}: a job spec is a YAML mapping of keys, got {type(raw).__name__}")
+    r.check_keys("", raw, tuple(_TOP_KEYS))
+    for key in ("name", "entrypoint"):
+        if key not in raw:
+            raise r.fail(key, "is required")
+    values: dict[str, Any] = {
+        "name": r.text("name", raw["name"], _NAME, "letters, digits, '.', '_' and '-', at most 64"),
+        "entrypoint": _entry(r, raw["entrypoint"]),
+        "data": _data(r, raw.get("data")),
+        "requeue": _requeue(r, raw.get("requeue")),
+    }
+    if "mode" in raw:
+        values["mode"] = r.choice("mode", raw["mode"], MODES)
+    if "launcher" in raw:
+        values["launcher"] = r.choice("launcher", raw["launcher"], LAUNCHERS)
+    for key, minimum in (("nodes", 1), ("ntasks_per_node", 1), ("cpus_per_task", 1), ("gpus_per_node", 0)):
+        if key in raw:
+            values[key] = r.integer(key, raw[key], minimum)
+    if "init_timeout" in raw:
+        values["init_timeout_s"] = r.integer("init_timeout", raw["init_timeout"], 1)
+    if "time" in raw:
+        values["time_minutes"] = r.minutes("time", raw["time"])
+    for key in ("partition", "account", "qos"):
+        if raw.get(key) is not None:
+            values[key] = r.text(key, raw[key], _DIRECTIVE_VALUE, "letters, digits, '.', '_', '+', '-' (comma-separated)")
+    if raw.get("mem") is not None:
+        values["mem"] = r.text("mem", raw["mem"], _MEM, "a number with an optional K, M, G or T suffix, e.g. 4G")
+    if raw.get("socket_ifname") is not None:
+        values["socket_ifname"] = r.text("socket_ifname", raw["socket_ifname"], _DIRECTIVE_VALUE, "an interface name such as eth0 or ib0")
+    if "nccl_debug" in raw:
+        values["nccl_debug"] = r.choice("nccl_debug", raw["nccl_debug"], ("VERSION", "WARN", "INFO", "TRACE"))
+    for key in ("output_dir", "python"):
+        if key in raw:
+            values[key] = r.text(key, raw[key])
+    if not values.get("python", "python3"):
+        raise r.fail("python", "must not be empty")
+    env = r.mapping("env", raw.get("env") or {})
+    for k in env:
+        r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")
+    values["env"] = {str(k): r.text(f"env.{k}", v) for k, v in env.items()}
+    values["setup"] = tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
+    spec = JobSpec(**values)
+    _check_combination(r, spec)
+    return spec
+
+
+def _check_combination(r: _Reader, spec: JobSpec) -> None:
+    if spec.mode == "threading":
+        if spec.nodes > 1:
+            raise r.fail("nodes", f"threading mode runs on one node, got nodes={spec.nodes}",
+                         "use mode: gloo (CPU) or nccl (GPU) for several nodes, or set nodes: 1")
+        if spec.ntasks_per_node > 1:
+            raise r.fail("ntasks_per_node", f"threading mode runs one process, got {spec.ntasks_per_node}",
+                         "use mode: gloo for several processes, or raise cpus_per_task instead")
+        if spec.launcher == "torchrun":
+            raise r.fail("launcher", "torchrun launches distributed ranks; threading mode has none", "use launcher: srun")
+    if spec.mode == "nccl":
+        if spec.gpus_per_node < 1:
+            raise r.fail("gpus_per_node", "nccl mode needs GPUs, got gpus_per_node=0",
+                         "set gpus_per_node to the GPUs per node (one rank per GPU), or use mode: gloo on CPUs")
+        if spec.ntasks_per_node not in (1, spec.gpus_per_node):
+            raise r.fail("ntasks_per_node", f"nccl mode runs one rank per GPU: ntasks_per_node must equal gpus_per_node ({spec.gpus_per_node})",
+                         "leave ntasks_per_node out in nccl mode")
+    elif spec.gpus_per_node:
+        raise r.fail("gpus_per_node", f"{spec.mode} mode runs on CPUs, got gpus_per_node={spec.gpus_per_node}",
+                     "use mode: nccl for GPUs, or remove gpus_per_node")
+    if spec.requeue.seconds_before >= spec.time_minutes * 60:
+        raise r.fail("requeue.seconds_before", f"the warning ({spec.requeue.seconds_before}s) must come before the time limit ({spec.time_minutes} min)")
+
+
+def normalise(spec: JobSpec) -> JobSpec:
+    """Fill values derived from others (nccl: one task per GPU)."""
+    if spec.mode == "nccl" and spec.ntasks_per_node != spec.gpus_per_node:
+        return dataclasses.replace(spec, ntasks_per_node=spec.gpus_per_node)
+    return spec
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Turn ``KEY=VALUE`` (dotted keys allowed) into a key path and a YAML-parsed value."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.samples=4096")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each dotted ``key`` set to its value (flags win over the file)."""
+    result: dict[str, Any] = _deep_copy(raw)
+    for key, value in overrides:
+        parts = key.split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SpecError(f"override {key}: '{part}' is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a spec file safely; YAML errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise SpecError(f"{path}: invalid YAML at {where}: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: invalid YAML: {exc}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the file is empty; a job spec needs at least 'name' and 'entrypoint'")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a job spec is a YAML mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def load(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> JobSpec:
+    """Read a YAML spec, apply overrides (flags win) and validate it."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return normalise(from_mapping(raw, source=str(path)))
