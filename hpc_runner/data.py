@@ -75,12 +75,17 @@ def shard_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
 
 
-def synthetic_regression(samples: int, in_dim: int, out_dim: int, seed: int,
+def synthetic_regression(samples: int, in_dim: int, out_dim: int, seed: int, split: int = 0,
                          dtype: torch.dtype = torch.float32) -> torch.utils.data.TensorDataset:
-    """A deterministic regression set: y = sin(x W1) W2 + noise, the same on every rank."""
-    gen = torch.Generator().manual_seed(seed)
+    """A deterministic regression set y = sin(x W1) W2 + noise, the same on every rank.
+
+    The function (W1, W2) depends on ``seed`` only; ``split`` draws other inputs from it
+    (0 = training, 1 = validation).
+    """
+    weights = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(in_dim, 16, generator=weights, dtype=torch.float64)
+    w2 = torch.randn(16, out_dim, generator=weights, dtype=torch.float64) / 4
+    gen = torch.Generator().manual_seed(seed * 1009 + 1 + split)
     x = torch.randn(samples, in_dim, generator=gen, dtype=torch.float64)
-    w1 = torch.randn(in_dim, 16, generator=gen, dtype=torch.float64)
-    w2 = torch.randn(16, out_dim, generator=gen, dtype=torch.float64) / 4
     y = torch.sin(x @ w1) @ w2 + 0.01 * torch.randn(samples, out_dim, generator=gen, dtype=torch.float64)
     return torch.utils.data.TensorDataset(x.to(dtype), y.to(dtype))

@@ -105,10 +105,12 @@ def launch_argv(spec: JobSpec) -> tuple[list[str], list[str]]:
     srun = ["srun", "--kill-on-bad-exit=1", "--mpi=none", "--label", f"--nodes={spec.nodes}"]
     entry_argv = RunConfig.from_spec(spec).to_argv()
     if spec.launcher == "torchrun":
-        srun += ["--ntasks-per-node=1", f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node}"]
+        srun += [f"--ntasks={spec.nodes}", "--ntasks-per-node=1",
+                 f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node}"]
         program = [spec.python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--"]
     else:
-        srun += [f"--ntasks-per-node={spec.ntasks_per_node}", f"--cpus-per-task={spec.cpus_per_task}"]
+        srun += [f"--ntasks={spec.world_size}", f"--ntasks-per-node={spec.ntasks_per_node}",
+                 f"--cpus-per-task={spec.cpus_per_task}"]
         program = [spec.python, "-u", "-m", ENTRYPOINT_MODULE]
     return srun, program + entry_argv
 

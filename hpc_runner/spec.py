@@ -256,13 +256,15 @@ def _data(r: _Reader, raw: Any) -> DataSpec | None:
     )
 
 
-def _requeue(r: _Reader, raw: Any) -> RequeueSpec:
+def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
     raw = r.mapping("requeue", raw or {})
     r.check_keys("requeue", raw, _REQUEUE_KEYS)
     default = RequeueSpec()
+    # A short job gets its warning half-way through the limit unless the spec says otherwise.
+    seconds_default = min(default.seconds_before, time_minutes * 30)
     return RequeueSpec(
         signal=r.choice("requeue.signal", raw.get("signal", default.signal), SIGNALS),
-        seconds_before=r.integer("requeue.seconds_before", raw.get("seconds_before", default.seconds_before), 1),
+        seconds_before=r.integer("requeue.seconds_before", raw.get("seconds_before", seconds_default), 1),
         max_restarts=r.integer("requeue.max_restarts", raw.get("max_restarts", default.max_restarts), 0),
     )
 
@@ -280,7 +282,6 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         "name": r.text("name", raw["name"], _NAME, "letters, digits, '.', '_' and '-', at most 64"),
         "entrypoint": _entry(r, raw["entrypoint"]),
         "data": _data(r, raw.get("data")),
-        "requeue": _requeue(r, raw.get("requeue")),
     }
     if "mode" in raw:
         values["mode"] = r.choice("mode", raw["mode"], MODES)
@@ -293,6 +294,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         values["init_timeout_s"] = r.integer("init_timeout", raw["init_timeout"], 1)
     if "time" in raw:
         values["time_minutes"] = r.minutes("time", raw["time"])
+    values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
     for key in ("partition", "account", "qos"):
         if raw.get(key) is not None:
             values[key] = r.text(key, raw[key], _DIRECTIVE_VALUE, "letters, digits, '.', '_', '+', '-' (comma-separated)")

@@ -20,6 +20,7 @@ from ..layout import data_plan
 
 log = logging.getLogger(__name__)
 IN_DIM, OUT_DIM = 8, 4
+STOP_CHECK_EVERY = 10  # steps between the (collective) checks for a time-limit signal
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -70,8 +71,8 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
         raise LaunchError("the emulator needs 'data' in the job spec: samples and batch_size")
     env, distributed = ctx.env, ctx.distributed
     torch_dtype = DTYPES[dtype]
-    train_set = synthetic_regression(data.samples, IN_DIM, OUT_DIM, seed, torch_dtype)
-    val_set = synthetic_regression(max(data.val_samples, 1), IN_DIM, OUT_DIM, seed + 1, torch_dtype)
+    train_set = synthetic_regression(data.samples, IN_DIM, OUT_DIM, seed, split=0, dtype=torch_dtype)
+    val_set = synthetic_regression(max(data.val_samples, 1), IN_DIM, OUT_DIM, seed, split=1, dtype=torch_dtype)
     loader = shard_loader(train_set, data.batch_size, env.rank, env.world_size, shuffle=True, seed=seed)
     val_loader = shard_loader(val_set, 1024, env.rank, env.world_size, shuffle=False)
     plan = data_plan(data.samples, data.batch_size, env.world_size)
@@ -127,7 +128,7 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
             progress.update(1)
             if step_sleep:
                 time.sleep(step_sleep)
-            if ctx.stop_requested():
+            if (step + 1) % STOP_CHECK_EVERY == 0 and ctx.stop_requested():
                 progress.close()
                 save(epoch, step + 1)
                 ctx.print(f"stopping at epoch {epoch + 1} step {step + 1} for a requeue; checkpoint saved")

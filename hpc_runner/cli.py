@@ -1,0 +1,232 @@
+"""The ``hpc-run`` command line: parse flags, call the modules, print. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import render as render_mod
+from . import spec as spec_mod
+from .errors import HpcRunnerError, SpecError
+
+# Flag name -> spec key. Flags override the file; --set KEY=VALUE reaches every other key.
+OVERRIDE_FLAGS = {
+    "mode": "mode",
+    "nodes": "nodes",
+    "ntasks_per_node": "ntasks_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "gpus_per_node": "gpus_per_node",
+    "time": "time",
+    "partition": "partition",
+}
+
+
+def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The SPEC argument and the override flags shared by render, submit, check and scaling."""
+    options = [
+        click.option("--mode", type=click.Choice(spec_mod.MODES), help="threading (1 node), gloo (CPU, multi-node) or nccl (GPU)."),
+        click.option("--nodes", type=int, help="Number of nodes."),
+        click.option("--ntasks-per-node", type=int, help="Ranks per node (nccl: one per GPU)."),
+        click.option("--cpus-per-task", type=int, help="Cores, and torch threads, per rank."),
+        click.option("--gpus-per-node", type=int, help="GPUs per node (nccl mode)."),
+        click.option("--time", help="Time limit: minutes or [D-]HH:MM:SS."),
+        click.option("--partition", help="SLURM partition."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any spec key, dotted for nesting: --set data.samples=4096."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_spec(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> spec_mod.JobSpec:
+    """Read the file, apply --set then the named flags (flags win), validate."""
+    overrides = [spec_mod.parse_set(item) for item in sets]
+    overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
+                  if name in OVERRIDE_FLAGS and value is not None]
+    return spec_mod.load(path, overrides)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a user-facing error into a clean message and its exit code; bugs keep their traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HpcRunnerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log diagnostics to stderr.")
+def cli(verbose: bool) -> None:
+    """hpc-run: one job spec -> a correct multi-node PyTorch job on SLURM.
+
+    \b
+    Typical use:
+      hpc-run render jobs/emulator.yaml --mode gloo --nodes 4     # dry run: print the sbatch script
+      hpc-run render jobs/emulator.yaml --nodes 2 | sbatch        # submit the rendered script
+      hpc-run submit jobs/emulator.yaml --nodes 2 --wait          # submit through submitit
+      hpc-run env --json                                          # what a rank would detect here
+
+    Exit codes: 0 success, 1 the job or a runtime step failed, 2 bad input.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the script here instead of stdout.")
+@handle_errors
+def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -> None:
+    """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
+
+    The header states the resource math: nodes, ranks, threads per rank, total cores and,
+    where the spec has a data section, samples per rank, steps per epoch and effective batch.
+    """
+    job = load_spec(spec, flags, sets)
+    text = render_mod.render(job)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+              help="auto: SLURM where sinfo answers, else local processes on this machine.")
+@click.option("--dry-run", is_flag=True, help="Print what would be submitted; submit nothing.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
+@click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
+@handle_errors
+def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
+    """Submit SPEC through submitit and print the job id and where its logs are."""
+    from . import submit as submit_mod
+
+    job_spec = load_spec(spec, flags, sets)
+    kind = submit_mod.choose_executor(executor)
+    submission = submit_mod.plan(job_spec, kind)
+    if dry_run:
+        click.echo(submission.describe())
+        return
+    job = submit_mod.submit(submission)
+    click.echo(f"submitted job {job.job_id} ({kind} executor, {job_spec.world_size} rank(s))")
+    click.echo(f"logs: {job.paths.stdout}")
+    click.echo(f"output: {job_spec.run_dir}")
+    if follow:
+        _stream_local_or_slurm(job, kind)
+    if wait_ or follow:
+        results = submit_mod.wait(job)
+        click.echo(f"job {job.job_id} done: {len(results)} task(s) returned")
+        if results and isinstance(results[0], dict):
+            click.echo(json.dumps({k: v for k, v in results[0].items() if k != "history"}, indent=2, default=str))
+
+
+def _stream_local_or_slurm(job: Any, kind: str) -> None:
+    import time
+
+    path = Path(job.paths.stdout)
+    while not path.exists() and not job.done():
+        time.sleep(0.5)
+    if not path.exists():
+        return
+    with path.open(errors="replace") as handle:
+        while True:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+            elif job.done():
+                rest = handle.read()
+                if rest:
+                    click.echo(rest, nl=False)
+                return
+            else:
+                time.sleep(0.5)
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: source, rank, world_size, ...).")
+@handle_errors
+def env_cmd(as_json: bool) -> None:
+    """Print what the entrypoint would detect here: SLURM step, torchrun, or a single process."""
+    from . import environment
+    from .hosts import resolve_address
+
+    detected = environment.from_environ(os.environ, resolve_address)
+    if as_json:
+        click.echo(json.dumps(detected.as_json(), sort_keys=True))
+        return
+    for key, value in detected.as_json().items():
+        click.echo(f"{key:17} {value}")
+
+
+@cli.command()
+@click.argument("job_id")
+@handle_errors
+def status(job_id: str) -> None:
+    """State, nodes, elapsed time and exit code of JOB_ID (sacct, else squeue)."""
+    from . import jobs
+
+    current = jobs.status(job_id)
+    click.echo(f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
+               f"elapsed {current.elapsed}  exit {current.exit_code}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--rank", type=int, help="Only this rank's lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@handle_errors
+def logs(job_id: str, rank: int | None, follow: bool) -> None:
+    """Print JOB_ID's log; lines carry their rank (srun --label)."""
+    from . import jobs
+
+    path = jobs.log_path(job_id)
+    per_task = jobs.rank_log_path(job_id, rank) if rank is not None else path
+    labelled_filter = rank if per_task == path else None
+    if follow:
+        lines = jobs.follow(per_task, job_id)
+    else:
+        if not per_task.exists():
+            raise SpecError(f"log {per_task} does not exist (yet)")
+        lines = iter(per_task.read_text(errors="replace").splitlines(keepends=True))
+    for line in jobs.select_rank(lines, labelled_filter):
+        click.echo(line, nl=False)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", "wait_", is_flag=True, default=True, show_default=True, help="Wait until SLURM reports the end state.")
+@handle_errors
+def cancel(job_id: str, wait_: bool) -> None:
+    """Cancel JOB_ID and report its final state."""
+    from . import jobs
+
+    jobs.cancel(job_id)
+    click.echo(f"cancel requested for job {job_id}")
+    if wait_:
+        final = jobs.wait_finished(job_id, timeout_s=120)
+        click.echo(f"job {job_id}: {final.state}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hpc-run")
+
+
+if __name__ == "__main__":
+    main()

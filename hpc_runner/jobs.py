@@ -1,0 +1,133 @@
+"""Job state, logs and cancellation through SLURM's own commands (squeue, sacct, scontrol, scancel)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JobError, SpecError
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+            "BOOT_FAIL", "DEADLINE")
+_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job's state as SLURM reports it."""
+
+    job_id: str
+    state: str
+    nodes: str
+    elapsed: str
+    exit_code: str
+
+    @property
+    def finished(self) -> bool:
+        """The job reached a terminal state."""
+        return self.state.split()[0] in TERMINAL
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids are digits (``123`` or an array task ``123_4``)."""
+    if not _JOB_ID.match(job_id):
+        raise SpecError(f"{job_id!r} is not a SLURM job id (expected digits such as 1234 or 1234_5)")
+    return job_id
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise JobError(f"{argv[0]} not found: is this a SLURM login node? (make cluster-up starts a testbed)") from None
+    except subprocess.TimeoutExpired:
+        raise JobError(f"{' '.join(argv)} did not answer within 60 s; is slurmctld up?") from None
+
+
+def status(job_id: str) -> JobStatus:
+    """State, nodes, elapsed time and exit code from sacct (falling back to squeue)."""
+    check_job_id(job_id)
+    out = _run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,NodeList,Elapsed,ExitCode"])
+    for line in out.stdout.splitlines():
+        fields = line.split("|")
+        if len(fields) == 5 and fields[0] == job_id:
+            return JobStatus(*fields)
+    out = _run(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%N|%M|-"])
+    for line in out.stdout.splitlines():
+        fields = line.split("|")
+        if len(fields) == 5:
+            return JobStatus(*fields)
+    raise JobError(f"SLURM knows no job {job_id} (sacct and squeue are empty)")
+
+
+def wait_finished(job_id: str, poll_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:
+    """Poll until the job reaches a terminal state."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        current = status(job_id)
+        if current.finished:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobError(f"job {job_id} still {current.state} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def cancel(job_id: str) -> None:
+    """scancel the job; an unknown job is an error."""
+    check_job_id(job_id)
+    out = _run(["scancel", job_id])
+    if out.returncode != 0:
+        raise JobError(f"scancel {job_id} failed: {out.stderr.strip()}")
+
+
+def log_path(job_id: str) -> Path:
+    """The job's standard output file, from scontrol (kept MinJobAge seconds after the end)."""
+    check_job_id(job_id)
+    out = _run(["scontrol", "show", "job", "-o", job_id])
+    match = re.search(r"\bStdOut=(\S+)", out.stdout)
+    if out.returncode != 0 or not match:
+        raise JobError(f"no log known for job {job_id}: {out.stderr.strip() or 'scontrol shows no StdOut'}\n"
+                       "  hint: SLURM forgets finished jobs after MinJobAge; look for *-<jobid>.out in the submit directory")
+    return Path(match.group(1))
+
+
+def rank_log_path(job_id: str, rank: int) -> Path:
+    """submitit writes one file per task (``<job>_<task>_log.out``); rendered scripts label lines instead."""
+    path = log_path(job_id)
+    per_task = path.with_name(path.name.replace(f"{job_id}_0_log", f"{job_id}_{rank}_log"))
+    return per_task if per_task != path else path
+
+
+def select_rank(lines: Iterator[str], rank: int | None) -> Iterator[str]:
+    """Lines of one rank from srun --label output (``'3: text'``); all lines where rank is None."""
+    prefix = re.compile(r"^\s*(\d+): ")
+    for line in lines:
+        match = prefix.match(line)
+        if rank is None or (match and int(match.group(1)) == rank):
+            yield line
+
+
+def follow(path: Path, job_id: str, poll_s: float = 0.5) -> Iterator[str]:
+    """Yield lines of ``path`` as they are written, until the job ends and the file is drained."""
+    waited = 0.0
+    while not path.exists():
+        if status(job_id).finished:
+            return
+        time.sleep(poll_s)
+        waited += poll_s
+    with path.open(errors="replace") as handle:
+        finished = False
+        while True:
+            line = handle.readline()
+            if line:
+                yield line
+                continue
+            if finished:
+                return
+            finished = status(job_id).finished
+            if not finished:
+                time.sleep(poll_s)

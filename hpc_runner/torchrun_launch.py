@@ -1,0 +1,65 @@
+"""``launcher: torchrun``: one task per node turns its SLURM step into a torchrun with c10d rendezvous.
+
+srun starts this module once per node; it finds the rendezvous endpoint (first node's address,
+port from the job id) and replaces itself with
+``python -m torch.distributed.run --nnodes N --nproc-per-node T --rdzv-backend c10d ...``
+running the hpc_runner entrypoint, which then sees torchrun's variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from . import environment
+from .errors import HpcRunnerError
+from .hosts import resolve_address
+
+
+def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, entry_argv: list[str]) -> list[str]:
+    """The torchrun command line for this node (pure; tested with tables)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nnodes={env.num_nodes}",
+        f"--nproc-per-node={nproc_per_node}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={env.master_addr}:{env.master_port}",
+        f"--rdzv-id=hpc-runner-{job_id}",
+        "--max-restarts=0",
+        "-m", "hpc_runner.entrypoint", *entry_argv,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``--nproc-per-node T -- ENTRYPOINT ARGS`` and exec torchrun."""
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m hpc_runner.torchrun_launch")
+    parser.add_argument("--nproc-per-node", type=int, required=True)
+    ns = parser.parse_args(argv[:cut])
+    try:
+        env = environment.from_environ(os.environ, resolve_address)
+    except HpcRunnerError as exc:
+        print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    if env.local_world_size != 1:
+        print("hpc_runner error: the torchrun launcher wants one task per node "
+              f"(found {env.local_world_size} on this node); render the script with hpc-run render",
+              file=sys.stderr)
+        return 2
+    # Rank threads: the step got cpus_per_task x nproc cores; each worker gets its share.
+    threads = max(env.cpus_per_task // ns.nproc_per_node, 1)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    # The agent must survive the time-limit warning; workers install their own handler.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), argv[cut + 1:])
+    print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> torchrun rendezvous at "
+          f"{env.master_addr}:{env.master_port}", flush=True)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

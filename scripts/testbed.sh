@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# A real 4-node SLURM cluster on this one machine, as root, from Debian's packages:
+# munge, MariaDB + slurmdbd (real accounting, so sacct works), slurmctld and one `slurmd -N nX`
+# per node. All state lives under one folder ($HPC_TESTBED_DIR, default .testbed/).
+#
+#   scripts/testbed.sh up       # install packages if missing, start everything, wait for 4 idle nodes
+#   scripts/testbed.sh down     # stop everything (by pid files, never by name)
+#   scripts/testbed.sh status   # sinfo + sacct
+#   scripts/testbed.sh env      # print the export line for SLURM_CONF
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${HPC_TESTBED_DIR:-$ROOT/.testbed}
+NODES=${HPC_TESTBED_NODES:-4}
+CONF=$STATE/etc/slurm.conf
+export SLURM_CONF=$CONF
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "the testbed starts daemons as root; run as root (CI does)"
+}
+
+install_packages() {
+  local missing=()
+  command -v slurmctld >/dev/null || missing+=(slurmctld)
+  command -v slurmd >/dev/null || missing+=(slurmd)
+  command -v sbatch >/dev/null || missing+=(slurm-client)
+  command -v munged >/dev/null || missing+=(munge)
+  command -v slurmdbd >/dev/null || missing+=(slurmdbd)
+  command -v mariadbd >/dev/null || missing+=(mariadb-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+write_configs() {
+  mkdir -p "$STATE"/{etc,state,log,mysql,run}
+  for i in $(seq 1 "$NODES"); do mkdir -p "$STATE/spool/n$i"; done
+  local pass
+  if [ -f "$STATE/etc/dbpass" ]; then pass=$(cat "$STATE/etc/dbpass"); else
+    pass=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'); echo "$pass" > "$STATE/etc/dbpass"; chmod 600 "$STATE/etc/dbpass"
+  fi
+  cat > "$CONF" <<CONF
+ClusterName=testbed
+SlurmctldHost=localhost
+SlurmctldPort=6817
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=cred_expire=10
+StateSaveLocation=$STATE/state
+SlurmdSpoolDir=$STATE/spool/%n
+SlurmctldPidFile=$STATE/run/slurmctld.pid
+SlurmdPidFile=$STATE/run/slurmd-%n.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
+MailProg=/bin/true
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=5,bf_interval=5
+MpiDefault=none
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/linux
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=6819
+SlurmctldTimeout=30
+SlurmdTimeout=60
+InactiveLimit=0
+MinJobAge=300
+KillWait=5
+Waittime=0
+NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[17001-$((17000 + NODES))] CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN
+PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+CONF
+  cat > "$STATE/etc/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort=6819
+SlurmUser=root
+LogFile=$STATE/log/slurmdbd.log
+PidFile=$STATE/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3307
+StorageUser=slurm
+StoragePass=$pass
+StorageLoc=slurm_acct_db
+CONF
+  chmod 600 "$STATE/etc/slurmdbd.conf"
+  # Plain `sinfo` reads /etc/slurm/slurm.conf: point it here unless a real config lives there.
+  if [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
+    mkdir -p /etc/slurm && ln -sfn "$CONF" /etc/slurm/slurm.conf
+  fi
+}
+
+start_munge() {
+  install -d -o munge -g munge -m 0755 /run/munge
+  if [ ! -s /etc/munge/munge.key ]; then
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
+  fi
+  if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    runuser -u munge -- /usr/sbin/munged
+  fi
+  for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "munged did not start"
+}
+
+mysql_sock() { echo "$STATE/mysql/mysqld.sock"; }
+
+start_mariadb() {
+  local data=$STATE/mysql/data
+  chown -R mysql:mysql "$STATE/mysql"
+  if [ ! -d "$data/mysql" ]; then
+    mariadb-install-db --no-defaults --user=mysql --datadir="$data" --skip-test-db \
+      --auth-root-authentication-method=socket >"$STATE/log/mariadb-install.log" 2>&1
+  fi
+  if ! pid_alive "$STATE/mysql/mariadbd.pid"; then
+    setsid mariadbd --no-defaults --user=mysql --datadir="$data" --socket="$(mysql_sock)" --port=3307 \
+      --bind-address=127.0.0.1 --skip-name-resolve --pid-file="$STATE/mysql/mariadbd.pid" \
+      --log-error="$STATE/mysql/mariadbd.err" --innodb-buffer-pool-size=512M --innodb-log-file-size=64M \
+      --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+  fi
+  for _ in $(seq 100); do
+    mariadb --no-defaults -S "$(mysql_sock)" -u root -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1
+  done
+  mariadb --no-defaults -S "$(mysql_sock)" -u root -e 'SELECT 1' >/dev/null 2>&1 || die "MariaDB did not start; see $STATE/mysql/mariadbd.err"
+  local pass; pass=$(cat "$STATE/etc/dbpass")
+  mariadb --no-defaults -S "$(mysql_sock)" -u root -e \
+    "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass'; ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+}
+
+start_slurmdbd() {
+  if ! pid_alive "$STATE/run/slurmdbd.pid"; then
+    slurmdbd  # reads slurmdbd.conf beside $SLURM_CONF
+  fi
+  for _ in $(seq 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.1; done
+  if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx testbed; then
+    sacctmgr -i add cluster testbed >/dev/null
+  fi
+}
+
+start_slurm() {
+  if ! pid_alive "$STATE/run/slurmctld.pid"; then slurmctld -i; fi
+  for i in $(seq 1 "$NODES"); do
+    pid_alive "$STATE/run/slurmd-n$i.pid" || slurmd -N "n$i"
+  done
+  for _ in $(seq 300); do
+    [ "$(sinfo -h -t idle -o %D 2>/dev/null | head -1)" = "$NODES" ] && return 0; sleep 0.1
+  done
+  sinfo >&2 || true
+  die "nodes did not become idle; see $STATE/log/"
+}
+
+up() {
+  need_root
+  local t0=$EPOCHREALTIME
+  install_packages
+  local t1=$EPOCHREALTIME
+  write_configs
+  start_munge
+  start_mariadb
+  start_slurmdbd
+  start_slurm
+  for _ in $(seq 100); do sacct -n -X >/dev/null 2>&1 && break; sleep 0.1; done
+  sacct -n -X >/dev/null || die "sacct does not answer"
+  log "$NODES idle nodes, accounting up in $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t1}") s (package check/install: $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s)"
+  log "clients: export SLURM_CONF=$CONF"
+}
+
+kill_pidfile() {
+  local f=$1
+  if pid_alive "$f"; then
+    local pid; pid=$(cat "$f"); kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+down() {
+  need_root
+  [ -f "$CONF" ] || { log "not up (no $CONF)"; return 0; }
+  scancel --quiet --user=root 2>/dev/null || true
+  if pid_alive "$STATE/run/slurmctld.pid"; then scontrol shutdown >/dev/null 2>&1 || true; fi
+  for f in "$STATE"/run/slurmd-*.pid "$STATE/run/slurmctld.pid"; do [ -e "$f" ] && kill_pidfile "$f"; done
+  kill_pidfile "$STATE/run/slurmdbd.pid"
+  kill_pidfile "$STATE/mysql/mariadbd.pid"
+  kill_pidfile /run/munge/munged.pid
+  log "down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) sinfo; sacct -X ;;
+  env) echo "export SLURM_CONF=$CONF" ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,67 @@
+"""Shared fixtures: repo paths, a CLI runner, a fake srun, and the SLURM testbed gate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def fake_srun(tmp_path: Path) -> Path:
+    """A directory with an ``srun`` that records its argv (NUL-separated) and environment."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\nenv -0 > "$ENV_OUT"\n')
+    srun.chmod(0o755)
+    return bin_dir
+
+
+def run_with_fake_srun(script: str, fake_bin: Path, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """Run a rendered script with bash and the fake srun; return srun's argv and environment."""
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    argv_out, env_out = tmp_path / "argv", tmp_path / "env"
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "ARGV_OUT": str(argv_out), "ENV_OUT": str(env_out), "HOME": str(tmp_path)}
+    subprocess.run(["bash", str(path)], check=True, env=env, cwd=tmp_path, timeout=30)
+    argv = argv_out.read_bytes().split(b"\0")[:-1]
+    environ = dict(item.split(b"=", 1) for item in env_out.read_bytes().split(b"\0") if b"=" in item)
+    return [a.decode() for a in argv], {k.decode(): v.decode() for k, v in environ.items()}
+
+
+def testbed_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-t", "idle", "-o", "%D"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and out.stdout.strip() != ""
+
+
+@pytest.fixture(scope="session")
+def testbed() -> dict[str, str]:
+    """Environment for commands on the real SLURM testbed; skips with the reason where it is down."""
+    if not testbed_up():
+        reason = "SLURM testbed not up (run as root: make cluster-up, or make test which starts it)"
+        if os.environ.get("HPC_TESTBED_UP"):
+            pytest.fail("make test started the testbed but sinfo does not answer: " + reason)
+        pytest.skip(reason)
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    return env
