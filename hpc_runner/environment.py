@@ -200,7 +200,7 @@ def from_environ(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
     """
     if environ.get("TORCHELASTIC_RUN_ID"):
         return _from_torchrun(environ)
-    if environ.get("SLURM_JOB_ID") and environ.get("SLURM_PROCID") is not None:
+    if environ.get("SLURM_JOB_ID") and environ.get("SLURM_PROCID"):
         in_step = bool(environ.get("SLURM_STEP_ID"))
         ntasks = _int(environ, "SLURM_NTASKS", 1)
         if in_step:
@@ -212,6 +212,6 @@ def from_environ(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
                 "  hint: launch the entrypoint with srun (hpc-run render writes that line for you)"
             )
         return _from_slurm(environ, resolve)
-    if environ.get("RANK") is not None and environ.get("WORLD_SIZE") is not None:
+    if environ.get("RANK") and environ.get("WORLD_SIZE"):
         return _from_torchrun(environ)
     return _local(environ)
