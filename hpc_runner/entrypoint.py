@@ -7,6 +7,7 @@ submitit's executors, or by hand as a single process.
 from __future__ import annotations
 
 import datetime
+import gc
 import importlib
 import logging
 import os
@@ -167,6 +168,9 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> Any:
     try:
         result = _run_entry(ctx)
         requeue_if_asked(ctx)
+        if owns_group:
+            gc.collect()  # drop DDP reducers and pending work before the group goes
+            dist.barrier()  # leave together: a rank tearing down while others still talk aborts in gloo
         return result
     finally:
         if owns_group and dist.is_initialized():
@@ -186,4 +190,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip interpreter finalisation: Gloo's C++ threads can abort ("terminate called without an
+    # active exception") while Python tears down after a clean destroy_process_group.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -69,6 +69,7 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=5,bf_interval=5
 MpiDefault=none
+GresTypes=gpu
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/slurmdbd
@@ -80,9 +81,13 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[17001-$((17000 + NODES))] CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN
+NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[17001-$((17000 + NODES))] Gres=gpu:4 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+  # Four GPUs per node on paper (plain files stand in for devices): lets sbatch --test-only
+  # check nccl directives. Nothing runs on them.
+  mkdir -p "$STATE/dev" && touch "$STATE"/dev/gpu{0..3}
+  echo "NodeName=n[1-$NODES] Name=gpu File=$STATE/dev/gpu[0-3]" > "$STATE/etc/gres.conf"
   cat > "$STATE/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 DbdHost=localhost
@@ -156,8 +161,15 @@ start_slurm() {
   for i in $(seq 1 "$NODES"); do
     pid_alive "$STATE/run/slurmd-n$i.pid" || slurmd -N "n$i"
   done
+  local resumed=0
   for _ in $(seq 300); do
-    [ "$(sinfo -h -t idle -o %D 2>/dev/null | head -1)" = "$NODES" ] && return 0; sleep 0.1
+    # Exactly "idle": `sinfo -t idle` would also count idle+drain nodes that take no job.
+    [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cx idle)" = "$NODES" ] && return 0
+    if [ $resumed = 0 ] && sinfo -h -N -o %T 2>/dev/null | grep -qE 'drain|down|inval'; then
+      # A node drained in an earlier bring-up (saved state) would stay drained: this is a testbed.
+      scontrol update nodename="n[1-$NODES]" state=resume 2>/dev/null && resumed=1
+    fi
+    sleep 0.1
   done
   sinfo >&2 || true
   die "nodes did not become idle; see $STATE/log/"
