@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,23 +99,79 @@ def _device(config: RunConfig, env: environment.DistEnv) -> torch.device:
     return torch.device("cuda", env.local_rank)
 
 
-def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
-    """Form the process group with a timeout and an error that says what to check."""
+def _node_name() -> str:
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
+    """Meet at rank 0's TCPStore; rank 0 names the ranks and hosts that never arrived."""
     timeout = datetime.timedelta(seconds=config.init_timeout_s)
+    where = f"{env.master_addr}:{env.master_port}"
     try:
-        dist.init_process_group(backend=BACKENDS[config.mode], init_method="env://",
-                                rank=env.rank, world_size=env.world_size, timeout=timeout)
-    except Exception as exc:  # torch raises DistStoreError, RuntimeError or ValueError here
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        in_use = "address already in use" in str(exc).lower() or "EADDRINUSE" in str(exc)
-        hint = (f"port {env.master_port} on {env.master_addr} is taken by another program or job; "
-                "set MASTER_PORT to a free port") if in_use else (
-            f"the process group did not form within {config.init_timeout_s}s. Expected {env.world_size} ranks "
-            f"on hosts {', '.join(env.hosts) or '?'} to meet rank 0 at {env.master_addr}:{env.master_port}. "
-            "Check that every node's task started (squeue/sacct), that this address and port are "
-            "reachable from every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME), and that all "
-            "ranks were launched by one srun")
-        raise LaunchError(f"rank {env.rank} on {socket.gethostname()}: {text}\n  hint: {hint}") from None
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, env.rank == 0,
+                              timeout=timeout, wait_for_workers=False)
+    except Exception as exc:  # DistNetworkError / RuntimeError from the C++ store
+        text = str(exc)
+        if env.rank == 0 and ("address already in use" in text.lower() or "EADDRINUSE" in text):
+            raise LaunchError(
+                f"rank 0 on {_node_name()} cannot listen on {where}: the port is already in use "
+                "(another job or program on this node).\n  hint: set MASTER_PORT to a free port; "
+                "hpc_runner derives it from the job and step id, so this is usually a program outside SLURM"
+            ) from None
+        raise LaunchError(
+            f"rank {env.rank} on {_node_name()} could not reach rank 0's store at {where} within "
+            f"{config.init_timeout_s}s: {text.splitlines()[0] if text else type(exc).__name__}\n"
+            "  hint: check that rank 0's node started (squeue/sacct), that the address is reachable from "
+            "every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME) and that all ranks came from one srun"
+        ) from None
+    store.set(f"hpc_runner/arrived/{env.rank}", _node_name())
+    if env.rank == 0:
+        deadline = time.monotonic() + config.init_timeout_s
+        keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
+        missing = list(range(env.world_size))
+        while missing:
+            missing = [r for r in missing if not store.check([keys[r]])]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
+                silent_hosts = [h for h in env.hosts if h not in arrived]
+                raise LaunchError(
+                    f"rank 0 waited {config.init_timeout_s}s at {where}: {len(missing)} of {env.world_size} "
+                    f"rank(s) never arrived: {_ranges(missing)}"
+                    + (f"; no rank arrived from host(s) {', '.join(silent_hosts)}" if silent_hosts else "")
+                    + ".\n  hint: a node that never arrives is usually a task that failed to start (see the "
+                    "other ranks' log lines), a node that cannot reach this address (firewall, wrong "
+                    "interface: set socket_ifname), or ranks started outside one srun; raise init_timeout "
+                    "only if nodes are just slow to boot")
+            time.sleep(0.1)
+        store.set("hpc_runner/all_arrived", "1")
+    else:
+        try:
+            store.wait(["hpc_runner/all_arrived"], timeout)
+        except Exception:
+            raise LaunchError(
+                f"rank {env.rank} on {_node_name()}: rank 0 at {where} did not see all {env.world_size} "
+                f"ranks within {config.init_timeout_s}s; rank 0's log names the missing ones") from None
+    return store
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    groups: list[list[int]] = []
+    for n in sorted(numbers):
+        if groups and groups[-1][1] == n - 1:
+            groups[-1][1] = n
+        else:
+            groups.append([n, n])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in groups)
+
+
+def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
+    """Form the process group with a timeout and errors that say what to check."""
+    store = _rendezvous(config, env)
+    dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank,
+                            world_size=env.world_size, timeout=datetime.timedelta(seconds=config.init_timeout_s))
 
 
 def _run_entry(ctx: RunContext) -> Any:

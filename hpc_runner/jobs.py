@@ -48,20 +48,31 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         raise JobError(f"{' '.join(argv)} did not answer within 60 s; is slurmctld up?") from None
 
 
+def _from_scontrol(job_id: str) -> JobStatus | None:
+    out = _run(["scontrol", "show", "job", "-o", job_id])
+    if out.returncode != 0:
+        return None
+    fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+    if fields.get("JobId") != job_id.split("_")[0] and fields.get("ArrayJobId") is None:
+        return None
+    nodes = fields.get("NodeList", "")
+    return JobStatus(job_id=job_id, state=fields.get("JobState", "UNKNOWN"),
+                     nodes="" if nodes == "(null)" else nodes, elapsed=fields.get("RunTime", "-"),
+                     exit_code=fields.get("ExitCode", "-"))
+
+
 def status(job_id: str) -> JobStatus:
-    """State, nodes, elapsed time and exit code from sacct (falling back to squeue)."""
+    """State, nodes, elapsed time and exit code: scontrol while SLURM holds the job, then sacct."""
     check_job_id(job_id)
+    live = _from_scontrol(job_id)
+    if live is not None:
+        return live
     out = _run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,NodeList,Elapsed,ExitCode"])
-    for line in out.stdout.splitlines():
-        fields = line.split("|")
-        if len(fields) == 5 and fields[0] == job_id:
-            return JobStatus(*fields)
-    out = _run(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%N|%M|-"])
-    for line in out.stdout.splitlines():
-        fields = line.split("|")
-        if len(fields) == 5:
-            return JobStatus(*fields)
-    raise JobError(f"SLURM knows no job {job_id} (sacct and squeue are empty)")
+    rows = [line.split("|") for line in out.stdout.splitlines()]
+    matching = [row for row in rows if len(row) == 5 and row[0] == job_id]
+    if matching:
+        return JobStatus(*matching[-1])
+    raise JobError(f"SLURM knows no job {job_id} (scontrol and sacct are empty)")
 
 
 def wait_finished(job_id: str, poll_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:

@@ -34,17 +34,18 @@ class RunConfig:
 
     def to_argv(self) -> list[str]:
         """Arguments for ``python -m hpc_runner.entrypoint`` (quoted later, as a whole)."""
-        argv = ["--mode", self.mode, "--output-dir", self.output_dir,
-                "--init-timeout", str(self.init_timeout_s), "--max-restarts", str(self.max_restarts)]
+        # "--key=value" keeps values that start with "-" from reading as options.
+        argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}",
+                f"--init-timeout={self.init_timeout_s}", f"--max-restarts={self.max_restarts}"]
         if self.data is not None:
-            argv += ["--samples", str(self.data.samples), "--batch-size", str(self.data.batch_size),
-                     "--val-samples", str(self.data.val_samples)]
+            argv += [f"--samples={self.data.samples}", f"--batch-size={self.data.batch_size}",
+                     f"--val-samples={self.data.val_samples}"]
             if not self.data.audit:
                 argv.append("--no-audit")
         if isinstance(self.entry, FunctionEntry):
-            argv += ["--function", self.entry.target, "--params", json.dumps(self.entry.params, sort_keys=True)]
+            argv += [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
         else:
-            argv += ["--script", self.entry.path, "--", *self.entry.args]
+            argv += [f"--script={self.entry.path}", "--", *self.entry.args]
         return argv
 
     @classmethod

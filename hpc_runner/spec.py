@@ -307,8 +307,10 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
     for key in ("output_dir", "python"):
         if key in raw:
             values[key] = r.text(key, raw[key])
-    if not values.get("python", "python3"):
-        raise r.fail("python", "must not be empty")
+    python = values.get("python", "python3")
+    if not python.strip() or python.startswith("-"):
+        raise r.fail("python", f"{python!r} is not a program (srun would read it as an option)",
+                     "a path or name such as python3 or /opt/venv/bin/python")
     env = r.mapping("env", raw.get("env") or {})
     for k in env:
         r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")

@@ -25,4 +25,4 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 # with a clear message where CUDA or enough GPUs are missing.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode nccl --output-dir runs/check --init-timeout 300 --max-restarts 3 --function hpc_runner.demo.check:run --params '{"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'
+  python3 -u -m hpc_runner.entrypoint --mode=nccl --output-dir=runs/check --init-timeout=300 --max-restarts=3 --function=hpc_runner.demo.check:run '--params={"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'

@@ -21,4 +21,4 @@ export MKL_NUM_THREADS=1
 # threading: one process on one node, torch uses OMP_NUM_THREADS threads; no process group.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode threading --output-dir runs/check --init-timeout 300 --max-restarts 3 --function hpc_runner.demo.check:run --params '{"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'
+  python3 -u -m hpc_runner.entrypoint --mode=threading --output-dir=runs/check --init-timeout=300 --max-restarts=3 --function=hpc_runner.demo.check:run '--params={"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'

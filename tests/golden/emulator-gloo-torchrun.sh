@@ -24,4 +24,4 @@ export MKL_NUM_THREADS=1
 # master address (the first node's NodeAddr) and a port derived from the job id.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=2 \
-  python3 -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode gloo --output-dir runs/emulator --init-timeout 300 --max-restarts 3 --samples 8192 --batch-size 64 --val-samples 1024 --function hpc_runner.demo.emulator:train --params '{"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  python3 -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=runs/emulator --init-timeout=300 --max-restarts=3 --samples=8192 --batch-size=64 --val-samples=1024 --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'

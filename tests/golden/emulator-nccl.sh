@@ -26,4 +26,4 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 # with a clear message where CUDA or enough GPUs are missing.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode nccl --output-dir runs/emulator --init-timeout 300 --max-restarts 3 --samples 8192 --batch-size 64 --val-samples 1024 --function hpc_runner.demo.emulator:train --params '{"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  python3 -u -m hpc_runner.entrypoint --mode=nccl --output-dir=runs/emulator --init-timeout=300 --max-restarts=3 --samples=8192 --batch-size=64 --val-samples=1024 --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
