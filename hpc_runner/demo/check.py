@@ -63,7 +63,8 @@ def _bandwidth(ctx: Any, sizes_kib: list[int], iterations: int) -> list[dict[str
 def run(ctx: Any, sizes_kib: list[int] | None = None, iterations: int = 20) -> dict[str, Any]:
     """Report placement, verify collectives, measure all-reduce; rank 0 prints and writes check.json."""
     placement = _placement(ctx)
-    result: dict[str, Any] = {"world_size": ctx.env.world_size, "backend": ctx.config.mode, "placement": placement}
+    result: dict[str, Any] = {"world_size": ctx.env.world_size, "backend": ctx.config.mode, "placement": placement,
+                              "master": f"{ctx.env.master_addr}:{ctx.env.master_port}"}
     if ctx.distributed:
         result.update(_correctness(ctx))
         result["all_reduce"] = _bandwidth(ctx, list(sizes_kib or DEFAULT_SIZES_KIB), iterations)

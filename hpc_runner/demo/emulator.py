@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -64,8 +66,12 @@ def _save_plot(history: list[dict[str, float]], path: Path) -> bool:
 
 
 def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: int = 0,
-          dtype: str = "float32", step_sleep: float = 0.0) -> dict[str, Any]:
-    """Train, checkpoint every epoch (rank 0, atomically), resume from the latest checkpoint."""
+          dtype: str = "float32", step_sleep: float = 0.0, die_rank: int = -1, die_at_step: int = -1) -> dict[str, Any]:
+    """Train, checkpoint every epoch (rank 0, atomically), resume from the latest checkpoint.
+
+    ``step_sleep`` slows steps down and ``die_rank``/``die_at_step`` SIGKILL one rank: both exist
+    for fault drills (a dead rank, a preemption) on small machines.
+    """
     data = ctx.config.data
     if data is None:
         raise LaunchError("the emulator needs 'data' in the job spec: samples and batch_size")
@@ -128,6 +134,9 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
             progress.update(1)
             if step_sleep:
                 time.sleep(step_sleep)
+            if env.rank == die_rank and epoch * plan.steps_per_epoch + step == die_at_step:
+                print(f"rank {env.rank}: fault drill, killing myself at step {die_at_step}", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
             if (step + 1) % STOP_CHECK_EVERY == 0 and ctx.stop_requested():
                 progress.close()
                 save(epoch, step + 1)
