@@ -123,17 +123,27 @@ def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_
     if dry_run:
         click.echo(submission.describe())
         return
+    results = _submit(submission, wait=wait_ or follow, follow=follow)
+    if results and isinstance(results[0], dict):
+        click.echo(json.dumps({k: v for k, v in results[0].items() if k != "history"}, indent=2, default=str))
+
+
+def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
+    """Submit, say where things are, optionally stream and wait; returns each task's result."""
+    from . import submit as submit_mod
+
     job = submit_mod.submit(submission)
-    click.echo(f"submitted job {job.job_id} ({kind} executor, {job_spec.world_size} rank(s))")
+    where = (" as local processes over Gloo on 127.0.0.1" if submission.executor == "local" else "")
+    click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {submission.spec.world_size} rank(s){where})")
     click.echo(f"logs: {job.paths.stdout}")
-    click.echo(f"output: {job_spec.run_dir}")
+    click.echo(f"output: {submission.task.config.output_dir}")
     if follow:
-        _stream_local_or_slurm(job, kind)
-    if wait_ or follow:
-        results = submit_mod.wait(job)
-        click.echo(f"job {job.job_id} done: {len(results)} task(s) returned")
-        if results and isinstance(results[0], dict):
-            click.echo(json.dumps({k: v for k, v in results[0].items() if k != "history"}, indent=2, default=str))
+        _stream_local_or_slurm(job, submission.executor)
+    if not wait:
+        return []
+    results = submit_mod.wait(job)
+    click.echo(f"job {job.job_id} done: {len(results)} task(s) returned")
+    return results
 
 
 def _stream_local_or_slurm(job: Any, kind: str) -> None:
@@ -156,6 +166,72 @@ def _stream_local_or_slurm(job: Any, kind: str) -> None:
                 return
             else:
                 time.sleep(0.5)
+
+
+@cli.command()
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="A check spec (default: the shipped jobs/check.yaml).")
+@spec_options
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True)
+@handle_errors
+def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: Any) -> None:
+    """Run the communication check: placement per rank, all-reduce and broadcast verified on
+    every rank, all-reduce latency and bandwidth from 1 KiB to 64 MiB. Exits 1 on a wrong result.
+
+    \b
+      hpc-run check --nodes 4                  # 4 nodes x 1 rank over Gloo
+      hpc-run check --nodes 2 --ntasks-per-node 2 --executor local
+    """
+    from . import submit as submit_mod
+    from .demo.check import format_report
+    from .resources import shipped
+
+    path = spec_path or str(shipped("jobs", "check.yaml") / "check.yaml")
+    job_spec = load_spec(path, flags, sets)
+    submission = submit_mod.plan(job_spec, submit_mod.choose_executor(executor))
+    results = _submit(submission, wait=True)
+    click.echo(format_report(results[0]))
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--nodes", "sizes", default="1,2,4", show_default=True, help="Node counts to run, comma-separated.")
+@click.option("--mode", type=click.Choice(["gloo", "nccl"]), help="Distributed mode (default: the spec's).")
+@click.option("--ntasks-per-node", type=int, help="Ranks per node.")
+@click.option("--cpus-per-task", type=int, help="Threads per rank.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key.")
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where the table, CSV and PNG go (default runs/scaling-NAME-TIME).")
+@handle_errors
+def scaling(spec: str, sizes: str, sets: tuple[str, ...], executor: str, out_dir: str | None, **flags: Any) -> None:
+    """Run SPEC at each node count, measure samples/s after warm-up, and report speed-up and
+    efficiency as a table, scaling.csv and scaling.png. The job must return samples_per_second
+    from rank 0 (the emulator does)."""
+    import datetime
+
+    from . import scaling as scaling_mod
+    from . import submit as submit_mod
+
+    counts = scaling_mod.parse_sizes(sizes)
+    kind = submit_mod.choose_executor(executor)
+    base = load_spec(spec, flags, sets)
+    if base.mode == "threading":
+        raise SpecError(f"{spec}: scaling across nodes needs mode gloo or nccl (use --mode gloo)")
+    out = Path(out_dir or f"runs/scaling-{base.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    throughput: dict[int, float] = {}
+    for nodes in counts:
+        job_spec = load_spec(spec, {**flags, "nodes": nodes}, (*sets, f"output_dir={out / f'nodes-{nodes}'}"))
+        click.echo(f"--- {nodes} node(s), {job_spec.world_size} rank(s)")
+        results = _submit(submit_mod.plan(job_spec, kind), wait=True)
+        value = results[0].get("samples_per_second") if isinstance(results[0], dict) else None
+        if value is None:
+            raise SpecError(f"{spec}: the job's rank 0 returned no samples_per_second to scale on")
+        throughput[nodes] = float(value)
+    table = scaling_mod.rows(base, throughput)
+    click.echo(scaling_mod.format_table(table))
+    scaling_mod.write_csv(table, out / "scaling.csv")
+    scaling_mod.write_plot(table, out / "scaling.png")
+    click.echo(f"wrote {out / 'scaling.csv'} and {out / 'scaling.png'}")
 
 
 @cli.command("env")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import jinja2
 
 from .errors import SpecError
 from .layout import data_plan, format_time
+from .resources import shipped
 from .run_config import RunConfig
 from .spec import JobSpec
 
@@ -19,12 +19,8 @@ TORCHRUN_MODULE = "hpc_runner.torchrun_launch"
 
 
 def templates_dir() -> Path:
-    """The top-level ``templates/`` of a checkout, or the copy installed under ``share/``."""
-    for candidate in (Path(__file__).resolve().parent.parent / "templates",
-                      Path(sys.prefix) / "share" / "hpc_runner" / "templates"):
-        if (candidate / "base.sh.j2").is_file():
-            return candidate
-    raise SpecError("hpc_runner templates not found; reinstall the package (pip install -e .)")
+    """The shipped ``templates/`` folder."""
+    return shipped("templates", "base.sh.j2")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -103,7 +104,8 @@ class Submission:
 
 def plan(spec: JobSpec, executor: str) -> Submission:
     """Build the submission without submitting anything."""
-    config = RunConfig.from_spec(spec)
+    # Absolute, so that results land in the same place whatever directory a task starts in.
+    config = dataclasses.replace(RunConfig.from_spec(spec), output_dir=str(Path(spec.run_dir).resolve()))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(spec.run_dir) / "submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}"
     if executor == "slurm":

@@ -71,16 +71,22 @@ def run(ctx: Any, sizes_kib: list[int] | None = None, iterations: int = 20) -> d
     else:
         result.update(all_reduce_ok=True, broadcast_ok=True, all_reduce=[])
     if ctx.is_main:
-        lines = [f"hpc_runner check: {ctx.env.world_size} rank(s), backend {ctx.config.mode}",
-                 f"{'rank':>4} {'node':>10} {'host':>16} {'device':>8} {'threads':>7}"]
-        lines += [f"{p['rank']:>4} {p['node']:>10} {p['host'][:16]:>16} {p['device']:>8} {p['threads']:>7}" for p in placement]
-        lines.append(f"all-reduce {'OK' if result['all_reduce_ok'] else 'WRONG'}; "
-                     f"broadcast {'OK' if result['broadcast_ok'] else 'WRONG'}")
-        if result["all_reduce"]:
-            lines.append(f"{'size':>10} {'latency':>12} {'bus bandwidth':>14}")
-            lines += [f"{r['size_kib']:>7} KiB {r['latency_us']:>9.1f} us {r['bus_gb_s']:>10.3f} GB/s" for r in result["all_reduce"]]
-        print("\n".join(lines), flush=True)
+        print(format_report(result), flush=True)
         (ctx.output_dir / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     if not (result["all_reduce_ok"] and result["broadcast_ok"]):
         raise JobError(f"rank {ctx.env.rank}: a collective returned a wrong result: {result}")
     return result
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The check's table: placement per rank, correctness, all-reduce latency and bandwidth."""
+    lines = [f"hpc_runner check: {result['world_size']} rank(s), backend {result['backend']}",
+             f"{'rank':>4} {'node':>10} {'host':>16} {'device':>8} {'threads':>7}"]
+    lines += [f"{p['rank']:>4} {p['node']:>10} {p['host'][:16]:>16} {p['device']:>8} {p['threads']:>7}"
+              for p in result["placement"]]
+    lines.append(f"all-reduce {'OK' if result['all_reduce_ok'] else 'WRONG'}; "
+                 f"broadcast {'OK' if result['broadcast_ok'] else 'WRONG'}")
+    if result["all_reduce"]:
+        lines.append(f"{'size':>10} {'latency':>12} {'bus bandwidth':>14}")
+        lines += [f"{r['size_kib']:>7} KiB {r['latency_us']:>9.1f} us {r['bus_gb_s']:>10.3f} GB/s" for r in result["all_reduce"]]
+    return "\n".join(lines)

@@ -109,8 +109,9 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
                                     "epoch": epoch, "step": step, "history": history}, ckpt_path)
         ctx.barrier()
 
-    started = time.perf_counter()
-    samples_seen = 0
+    # Throughput after warm-up: the first epoch of this run (imports, allocator, first
+    # collectives) is left out when there is more than one.
+    timed_samples, timed_seconds = 0, 0.0
     for epoch in range(start_epoch, epochs):
         loader.sampler.set_epoch(epoch)
         if data.audit and epoch == start_epoch:
@@ -119,6 +120,7 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
         total, count = 0.0, 0
         skip = start_step if epoch == start_epoch else 0
         progress = _progress(ctx, plan.steps_per_epoch, epoch, epochs)
+        epoch_started, epoch_samples = time.perf_counter(), 0
         for step, (x, y) in enumerate(loader):
             if step < skip:
                 progress.update(1)
@@ -130,7 +132,7 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
             optimizer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
-            samples_seen += len(x)
+            epoch_samples += len(x)
             progress.update(1)
             if step_sleep:
                 time.sleep(step_sleep)
@@ -143,12 +145,15 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
                 ctx.print(f"stopping at epoch {epoch + 1} step {step + 1} for a requeue; checkpoint saved")
                 return {"stopped": True, "epoch": epoch, "step": step + 1}
         progress.close()
+        if epoch > start_epoch or epochs - start_epoch == 1:
+            timed_samples += epoch_samples
+            timed_seconds += time.perf_counter() - epoch_started
         train_loss = _mean_across_ranks(total, count, distributed)
         val_loss = _evaluate(ddp, val_loader, loss_fn, ctx.device, distributed)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
         ctx.print(f"epoch {epoch + 1}/{epochs} - train {train_loss:.6f}, val {val_loss:.6f}")
         save(epoch + 1, 0)
-    elapsed = time.perf_counter() - started
+    throughput = _mean_across_ranks(timed_samples, 1, distributed) * env.world_size / max(timed_seconds, 1e-9)
     metrics = {
         "world_size": env.world_size,
         "steps_per_epoch": plan.steps_per_epoch,
@@ -158,7 +163,7 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
         "final_train_loss": history[-1]["train_loss"] if history else None,
         "final_val_loss": history[-1]["val_loss"] if history else None,
         "history": history,
-        "samples_per_second": _mean_across_ranks(samples_seen, 1, distributed) * env.world_size / max(elapsed, 1e-9),
+        "samples_per_second": throughput,
         "restart_count": ctx.restart_count,
     }
     if ctx.is_main:
