@@ -11,7 +11,8 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,plot]'
+	$(PY) -m pip install -q -e '.[dev,plot]' --config-settings editable_mode=compat
+	$(PY) -m compileall -q hpc_runner
 	touch $(STAMP)
 
 ## The main job: the demo emulator trained by 2 ranks over Gloo on this machine (no SLURM needed).

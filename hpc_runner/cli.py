@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -81,7 +79,10 @@ def cli(verbose: bool) -> None:
 
     Exit codes: 0 success, 1 the job or a runtime step failed, 2 bad input.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()
@@ -98,7 +99,8 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
     job = load_spec(spec, flags, sets)
     text = render_mod.render(job)
     if output:
-        Path(output).write_text(text)
+        with open(output, "w") as handle:
+            handle.write(text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -149,6 +151,8 @@ def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
 def _stream_local_or_slurm(job: Any, kind: str) -> None:
     import time
 
+    from pathlib import Path
+
     path = Path(job.paths.stdout)
     while not path.exists() and not job.done():
         time.sleep(0.5)
@@ -185,7 +189,7 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
     from .demo.check import format_report
     from .resources import shipped
 
-    path = spec_path or str(shipped("jobs", "check.yaml") / "check.yaml")
+    path = spec_path or os.path.join(shipped("jobs", "check.yaml"), "check.yaml")
     job_spec = load_spec(path, flags, sets)
     submission = submit_mod.plan(job_spec, submit_mod.choose_executor(executor))
     results = _submit(submission, wait=True)
@@ -207,6 +211,7 @@ def scaling(spec: str, sizes: str, sets: tuple[str, ...], executor: str, out_dir
     efficiency as a table, scaling.csv and scaling.png. The job must return samples_per_second
     from rank 0 (the emulator does)."""
     import datetime
+    from pathlib import Path
 
     from . import scaling as scaling_mod
     from . import submit as submit_mod

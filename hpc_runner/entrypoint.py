@@ -144,7 +144,7 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
                     "other ranks' log lines), a node that cannot reach this address (firewall, wrong "
                     "interface: set socket_ifname), or ranks started outside one srun; raise init_timeout "
                     "only if nodes are just slow to boot")
-            time.sleep(0.1)
+            time.sleep(0.01)
         store.set("hpc_runner/all_arrived", "1")
     else:
         try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
@@ -18,7 +18,7 @@ ENTRYPOINT_MODULE = "hpc_runner.entrypoint"
 TORCHRUN_MODULE = "hpc_runner.torchrun_launch"
 
 
-def templates_dir() -> Path:
+def templates_dir() -> str:
     """The shipped ``templates/`` folder."""
     return shipped("templates", "base.sh.j2")
 
@@ -122,9 +122,21 @@ def context(spec: JobSpec) -> ScriptContext:
     )
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates cached per user (render is latency-sensitive); none where it cannot be written."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(cache_home, "hpc_runner", "jinja2")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(folder)
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+import os
 
 from .errors import SpecError
 
 
-def shipped(folder: str, marker: str) -> Path:
+def shipped(folder: str, marker: str) -> str:
     """The folder ``templates`` or ``jobs`` holding ``marker``, from a checkout or ``share/hpc_runner``."""
-    for candidate in (Path(__file__).resolve().parent.parent / folder,
-                      Path(sys.prefix) / "share" / "hpc_runner" / folder):
-        if (candidate / marker).is_file():
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    for candidate in (os.path.join(checkout, folder), os.path.join(sys.prefix, "share", "hpc_runner", folder)):
+        if os.path.isfile(os.path.join(candidate, marker)):
             return candidate
     raise SpecError(f"hpc_runner's {folder}/ not found; reinstall the package (pip install -e .)")

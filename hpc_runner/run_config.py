@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 
@@ -51,6 +50,8 @@ class RunConfig:
     @classmethod
     def from_argv(cls, argv: list[str]) -> RunConfig:
         """Inverse of :meth:`to_argv`."""
+        import argparse  # only the entrypoint parses argv; render never does
+
         script_args: list[str] = []
         if "--" in argv:
             cut = argv.index("--")

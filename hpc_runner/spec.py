@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -389,11 +389,12 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a spec file safely; YAML errors name the file and line."""
-    path = Path(path)
+    path = os.fspath(path)  # os.path, not pathlib: render must start fast
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
     try:
@@ -411,7 +412,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> JobSpec:
+def load(path: str | os.PathLike[str], overrides: list[tuple[str, Any]] | None = None) -> JobSpec:
     """Read a YAML spec, apply overrides (flags win) and validate it."""
     raw = apply_overrides(read_yaml(path), overrides or [])
     return normalise(from_mapping(raw, source=str(path)))
