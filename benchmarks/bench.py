@@ -86,7 +86,7 @@ def _wait_gone(job_id: str, env: dict[str, str]) -> None:
         time.sleep(0.2)
 
 
-def bench_launch(repeats: int = 5) -> None:
+def bench_launch(repeats: int = 9) -> None:
     if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0:
         log("launch overhead: skipped, the SLURM testbed is not up (make cluster-up as root)")
         return
@@ -143,8 +143,8 @@ def _handwritten_throughput(world: int, samples: int, batch: int, hidden: int, e
     return json.loads(outs[0].strip().splitlines()[-1])["samples_per_second"]
 
 
-def bench_ddp(repeats: int = 3) -> None:
-    shape = dict(samples=16384, batch=128, hidden=256, epochs=3)
+def bench_ddp(repeats: int = 5) -> None:
+    shape = dict(samples=16384, batch=128, hidden=256, epochs=5)
     ours, hand = [], []
     for _ in range(repeats):
         ours.append(_emulator_throughput(2, **shape))
@@ -158,7 +158,7 @@ def bench_ddp(repeats: int = 3) -> None:
 
 
 def bench_two_ranks(repeats: int = 3) -> None:
-    shape = dict(samples=8192, batch=256, hidden=512, epochs=3)
+    shape = dict(samples=32768, batch=2048, hidden=512, epochs=3)
     one, two = [], []
     for _ in range(repeats):
         one.append(_emulator_throughput(1, **shape))

@@ -108,7 +108,9 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
     timeout = datetime.timedelta(seconds=config.init_timeout_s)
     where = f"{env.master_addr}:{env.master_port}"
     try:
-        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, env.rank == 0,
+        # Under torchrun the agent may already host the store on MASTER_PORT: then rank 0 is a client too.
+        hosts_store = env.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, hosts_store,
                               timeout=timeout, wait_for_workers=False)
     except Exception as exc:  # DistNetworkError / RuntimeError from the C++ store
         text = str(exc)
@@ -125,15 +127,15 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
             "every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME) and that all ranks came from one srun"
         ) from None
     store.set(f"hpc_runner/arrived/{env.rank}", _node_name())
+    store.add("hpc_runner/arrived_count", 1)
     if env.rank == 0:
+        # One counter read per poll (cheap at thousands of ranks); the per-rank keys are read
+        # only to name the missing ranks and hosts when the timeout expires.
         deadline = time.monotonic() + config.init_timeout_s
-        keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
-        missing = list(range(env.world_size))
-        while missing:
-            missing = [r for r in missing if not store.check([keys[r]])]
-            if not missing:
-                break
+        while store.add("hpc_runner/arrived_count", 0) < env.world_size:
             if time.monotonic() > deadline:
+                keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
+                missing = [r for r in range(env.world_size) if not store.check([keys[r]])]
                 arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
                 silent_hosts = [h for h in env.hosts if h not in arrived]
                 raise LaunchError(
