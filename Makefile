@@ -28,7 +28,7 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm"
 
 bench: $(STAMP)
-	bash scripts/bench.sh
+	bash scripts/bench.sh $(ARGS)
 
 cluster-up:
 	bash scripts/testbed.sh up
