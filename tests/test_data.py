@@ -45,3 +45,20 @@ def test_overlap_is_caught() -> None:
 def test_digest_ignores_order_but_not_content() -> None:
     assert digest([3, 1, 2]) == digest([1, 2, 3])
     assert digest([1, 2, 3]) != digest([1, 2, 4])
+
+
+@pytest.mark.slow
+def test_audit_stops_a_real_job_whose_sampler_is_missing(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = tmp_path / "nosampler.yaml"
+    spec.write_text(f"name: nosampler\nmode: gloo\nnodes: 2\noutput_dir: {tmp_path}/out\n"
+                    "entrypoint:\n  function: tests.fixtures.no_sampler:run\n")
+    result = subprocess.run([str(Path(sys.executable).parent / "hpc-run"), "submit", str(spec), "--executor", "local", "--wait"],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sharding audit: all 2 ranks will read the same 512 samples" in result.stderr
+    assert "Traceback" not in result.stderr.split("error:")[0]

@@ -152,3 +152,15 @@ def test_env_json_under_a_real_uneven_step(testbed: dict[str, str], tmp_path: Pa
         [(0, 0, 2, 0), (1, 1, 2, 0), (2, 0, 1, 1)]
     assert {r["master_addr"] for r in rows} == {"127.0.0.1"} and {r["world_size"] for r in rows} == {3}
     assert rows[0]["hosts"] == ["n1", "n2"] and rows[0]["source"] == "slurm"
+
+
+def test_submit_follow_streams_the_log_and_exits_with_the_result(testbed: dict[str, str], tmp_path: Path) -> None:
+    result = hpc_run(["submit", CHECK, "--executor", "slurm", "--nodes", "2", "--follow", "--set", f"output_dir={tmp_path}/out",
+                      "--set", "entrypoint.params.sizes_kib=[1]"], testbed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "all-reduce OK; broadcast OK" in result.stdout  # streamed from rank 0's log
+    assert "done: 2 task(s) returned" in result.stdout
+    failing = hpc_run(["submit", str(ROOT / "jobs" / "echo.yaml"), "--executor", "slurm", "--follow",
+                       "--set", "entrypoint.function=hpc_runner.demo.echo:missing"], testbed, tmp_path)
+    assert failing.returncode == 1
+    assert "cannot load entrypoint function" in failing.stdout + failing.stderr
