@@ -254,6 +254,10 @@ def write_report(scale: list[str]) -> None:
     lines += ["", "## How each figure is measured", ""]
     lines += [f"- **{r['name']}**: {r['how']}." for r in RESULTS]
     lines += ["", "## What bounds the figures near their targets", "",
+              "Spread seen across full runs on 2026-11-24 on this 2-core VM (its speed drifted by ~30% during the "
+              "day: the bare imports took 80 ms to 120 ms): render vs imports 1.16x-1.40x, render vs TorchX "
+              "2.0x-2.5x, launch 0.81x-1.14x, DDP throughput 0.86x-1.05x, 2 ranks vs 1 1.39x-1.78x. "
+              "The table holds the latest run of each figure.", "",
               "- Render: `import jinja2, click, yaml` alone is most of `hpc-run render`; what hpc_runner adds "
               "(frozen dataclasses of the spec, the click command tree, loading the cached template) is 10-15 ms. "
               "Against TorchX's dry run, runs on this machine gave 2.4x to 2.5x: the best possible is TorchX's time "

@@ -46,6 +46,7 @@ def _save_plot(history: list[dict[str, float]], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         log.warning("matplotlib is missing: no loss plot (pip install 'hpc_runner[plot]')")
         return False
@@ -54,6 +55,7 @@ def _save_plot(history: list[dict[str, float]], path: Path) -> bool:
     ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     ax.plot(epochs, [h["val_loss"] for h in history], marker="s", label="validation")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("MSE loss")
     ax.set_yscale("log")
     ax.legend()
