@@ -33,7 +33,7 @@ def wall(cmd: list[str], **kwargs: object) -> float:
 def interleaved(commands: dict[str, list[str]], repeats: int, **kwargs: object) -> dict[str, float]:
     """Median wall time of each command, runs interleaved so that drift hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for name, cmd in commands.items():  # warm the page cache once
+    for cmd in commands.values():  # warm the page cache once
         wall(cmd, **kwargs)
     for _ in range(repeats):
         for name, cmd in commands.items():
@@ -115,17 +115,15 @@ def bench_launch(repeats: int = 9) -> None:
 
 
 def _submit_to_done(script: str, cwd: str, env: dict[str, str]) -> float:
+    from hpc_runner import jobs
+
     started = time.monotonic()
     job_id = subprocess.run(["sbatch", "--parsable"], input=script, cwd=cwd, env=env, capture_output=True,
                             text=True, check=True).stdout.strip()
-    while True:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True).stdout
-        state = re.search(r"JobState=(\S+)", out)
-        if state and state.group(1) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
-            if state.group(1) != "COMPLETED":
-                raise RuntimeError(f"job {job_id} ended {state.group(1)}")
-            return time.monotonic() - started
-        time.sleep(0.05)
+    final = jobs.wait_finished(job_id, poll_s=0.05, timeout_s=300)
+    if final.state != "COMPLETED":
+        raise RuntimeError(f"job {job_id} ended {final.state}")
+    return time.monotonic() - started
 
 
 def bench_jobs(repeats: int = 3) -> None:

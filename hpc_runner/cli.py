@@ -140,36 +140,17 @@ def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
     click.echo(f"logs: {job.paths.stdout}")
     click.echo(f"output: {submission.task.config.output_dir}")
     if follow:
-        _stream_local_or_slurm(job, submission.executor)
+        from pathlib import Path
+
+        from .jobs import follow as follow_log
+
+        for line in follow_log(Path(job.paths.stdout), job.done):
+            click.echo(line, nl=False)
     if not wait:
         return []
     results = submit_mod.wait(job)
     click.echo(f"job {job.job_id} done: {len(results)} task(s) returned")
     return results
-
-
-def _stream_local_or_slurm(job: Any, kind: str) -> None:
-    import time
-
-    from pathlib import Path
-
-    path = Path(job.paths.stdout)
-    while not path.exists() and not job.done():
-        time.sleep(0.5)
-    if not path.exists():
-        return
-    with path.open(errors="replace") as handle:
-        while True:
-            line = handle.readline()
-            if line:
-                click.echo(line, nl=False)
-            elif job.done():
-                rest = handle.read()
-                if rest:
-                    click.echo(rest, nl=False)
-                return
-            else:
-                time.sleep(0.5)
 
 
 @cli.command()
@@ -280,7 +261,7 @@ def logs(job_id: str, rank: int | None, follow: bool) -> None:
     per_task = jobs.rank_log_path(job_id, rank) if rank is not None else path
     labelled_filter = rank if per_task == path else None
     if follow:
-        lines = jobs.follow(per_task, job_id)
+        lines = jobs.follow(per_task, lambda: jobs.status(job_id).finished)
     else:
         if not per_task.exists():
             raise SpecError(f"log {per_task} does not exist (yet)")

@@ -67,9 +67,14 @@ class RunContext:
         if self.is_main:
             print(*args, flush=True)
 
+    @property
+    def signalled(self) -> bool:
+        """This rank received the time-limit signal."""
+        return bool(self._signalled)
+
     def stop_requested(self) -> bool:
         """True on every rank once any rank got the time-limit signal (all ranks agree)."""
-        flag = torch.tensor([1.0 if self._signalled else 0.0], device=self.device)
+        flag = torch.tensor([1.0 if self.signalled else 0.0], device=self.device)
         if self.distributed:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item() > 0)
@@ -194,7 +199,7 @@ def _run_entry(ctx: RunContext) -> Any:
 
 def requeue_if_asked(ctx: RunContext) -> bool:
     """After a time-limit signal: rank 0 asks SLURM to requeue the job, within the restart bound."""
-    if not ctx._signalled or not ctx.is_main:
+    if not ctx.signalled or not ctx.is_main:
         return False
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id or os.environ.get("SUBMITIT_EXECUTOR"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,14 +122,12 @@ def select_rank(lines: Iterator[str], rank: int | None) -> Iterator[str]:
             yield line
 
 
-def follow(path: Path, job_id: str, poll_s: float = 0.5) -> Iterator[str]:
-    """Yield lines of ``path`` as they are written, until the job ends and the file is drained."""
-    waited = 0.0
+def follow(path: Path, done: Callable[[], bool], poll_s: float = 0.5) -> Iterator[str]:
+    """Yield lines of ``path`` as they are written, until ``done()`` and the file is drained."""
     while not path.exists():
-        if status(job_id).finished:
+        if done():
             return
         time.sleep(poll_s)
-        waited += poll_s
     with path.open(errors="replace") as handle:
         finished = False
         while True:
@@ -139,6 +137,6 @@ def follow(path: Path, job_id: str, poll_s: float = 0.5) -> Iterator[str]:
                 continue
             if finished:
                 return
-            finished = status(job_id).finished
+            finished = done()
             if not finished:
                 time.sleep(poll_s)

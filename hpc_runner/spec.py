@@ -318,7 +318,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
     values["setup"] = tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
     spec = JobSpec(**values)
     _check_combination(r, spec)
-    return spec
+    return _normalise(spec)
 
 
 def _check_combination(r: _Reader, spec: JobSpec) -> None:
@@ -345,7 +345,7 @@ def _check_combination(r: _Reader, spec: JobSpec) -> None:
         raise r.fail("requeue.seconds_before", f"the warning ({spec.requeue.seconds_before}s) must come before the time limit ({spec.time_minutes} min)")
 
 
-def normalise(spec: JobSpec) -> JobSpec:
+def _normalise(spec: JobSpec) -> JobSpec:
     """Fill values derived from others (nccl: one task per GPU)."""
     if spec.mode == "nccl" and spec.ntasks_per_node != spec.gpus_per_node:
         return dataclasses.replace(spec, ntasks_per_node=spec.gpus_per_node)
@@ -415,4 +415,4 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load(path: str | os.PathLike[str], overrides: list[tuple[str, Any]] | None = None) -> JobSpec:
     """Read a YAML spec, apply overrides (flags win) and validate it."""
     raw = apply_overrides(read_yaml(path), overrides or [])
-    return normalise(from_mapping(raw, source=str(path)))
+    return from_mapping(raw, source=str(path))

@@ -14,6 +14,27 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
 VENV_BIN = Path(sys.executable).parent
+HPC_RUN = str(VENV_BIN / "hpc-run")
+
+
+def hpc_run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``hpc-run`` console script; output captured, exit code left to the caller."""
+    return subprocess.run([HPC_RUN, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def render(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """``hpc-run render ARGS``, which must succeed; returns the script."""
+    result = hpc_run(["render", *args], env, cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def sbatch(script: str, env: dict[str, str], cwd: Path, *flags: str) -> str:
+    """Submit a script with ``sbatch --parsable``; returns the job id."""
+    out = subprocess.run(["sbatch", "--parsable", *flags], input=script, env=env, cwd=cwd,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().split(";")[0]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from hpc_runner import scaling
 from hpc_runner.errors import SpecError
 from hpc_runner.spec import from_mapping
 
-from .conftest import ROOT
+from .conftest import HPC_RUN, ROOT
 
-HPC_RUN = str(Path(sys.executable).parent / "hpc-run")
 SPEC = from_mapping({"name": "s", "mode": "gloo", "ntasks_per_node": 2, "entrypoint": {"function": "a:b"}})
 
 

@@ -15,26 +15,14 @@ import torch
 
 from hpc_runner import jobs
 
-from .conftest import ROOT
+from .conftest import HPC_RUN, ROOT, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-HPC_RUN = str(Path(sys.executable).parent / "hpc-run")
 EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 CHECK = str(ROOT / "jobs" / "check.yaml")
 ECHO = str(ROOT / "jobs" / "echo.yaml")
 TRAIN = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
          "--set", "entrypoint.params.epochs=3", "--set", "entrypoint.params.hidden=16"]
-
-
-def render(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run([HPC_RUN, "render", *args], env=env, cwd=cwd, capture_output=True, text=True, check=True)
-    return result.stdout
-
-
-def sbatch(script: str, env: dict[str, str], cwd: Path, *flags: str) -> str:
-    out = subprocess.run(["sbatch", "--parsable", *flags], input=script, env=env, cwd=cwd,
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip().split(";")[0]
 
 
 def wait_for_line(path: Path, pattern: str, timeout_s: float = 120) -> float:
@@ -156,7 +144,7 @@ def test_submitit_job_requeued_on_signal_resumes_bitwise_equal(testbed: dict[str
     job_id, log = handles["int"]
     wait_for_line(log, r"epoch 1/3 - train")
     subprocess.run(["scancel", "--signal=USR2", job_id], env=testbed, check=True)
-    for name, (jid, path) in handles.items():
+    for jid, path in handles.values():
         results = submitit.SlurmJob(folder=path.parent, job_id=jid).results()
         assert results[0]["world_size"] == 2
     assert "resuming from" in log.read_text()

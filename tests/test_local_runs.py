@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,9 @@ import torch
 
 from hpc_runner.demo.emulator import build_model
 
-from .conftest import ROOT
+from .conftest import HPC_RUN, ROOT
 
 pytestmark = pytest.mark.slow
-HPC_RUN = str(Path(sys.executable).parent / "hpc-run")
 EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 SMALL = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
          "--set", "entrypoint.params.epochs=2", "--set", "entrypoint.params.hidden=16"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,27 +11,18 @@ import pytest
 
 from hpc_runner import jobs
 
-from .conftest import ROOT
+from .conftest import HPC_RUN, ROOT, hpc_run, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-HPC_RUN = str(Path(sys.executable).parent / "hpc-run")
 CHECK = str(ROOT / "jobs" / "check.yaml")
 EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 SMALL = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
          "--set", "entrypoint.params.epochs=2", "--set", "entrypoint.params.hidden=16"]
 
 
-def hpc_run(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HPC_RUN, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
 def sbatch_rendered(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 240) -> tuple[str, jobs.JobStatus]:
-    """hpc-run render ... | sbatch --parsable, then poll sacct until the job ends."""
-    script = hpc_run(["render", *args], env, cwd)
-    assert script.returncode == 0, script.stderr
-    sub = subprocess.run(["sbatch", "--parsable"], input=script.stdout, env=env, cwd=cwd,
-                         capture_output=True, text=True, check=True)
-    job_id = sub.stdout.strip().split(";")[0]
+    """hpc-run render ... | sbatch --parsable, then poll SLURM until the job ends."""
+    job_id = sbatch(render(args, env, cwd), env, cwd)
     return job_id, jobs.wait_finished(job_id, poll_s=0.5, timeout_s=timeout)
 
 
@@ -120,8 +110,7 @@ def test_users_torchrun_style_script_runs_unchanged(testbed: dict[str, str], tmp
 def test_cancel_reports_cancelled_and_nothing_hangs(testbed: dict[str, str], tmp_path: Path) -> None:
     script = hpc_run(["render", EMULATOR, "--mode", "gloo", "--nodes", "2", "--set", f"output_dir={tmp_path}/out",
                       "--set", "entrypoint.params.epochs=100", "--set", "entrypoint.params.step_sleep=0.05"], testbed, tmp_path)
-    job_id = subprocess.run(["sbatch", "--parsable"], input=script.stdout, env=testbed, cwd=tmp_path,
-                            capture_output=True, text=True, check=True).stdout.strip()
+    job_id = sbatch(script.stdout, testbed, tmp_path)
     deadline = time.monotonic() + 60
     while jobs.status(job_id).state != "RUNNING":
         assert time.monotonic() < deadline, "job never started"

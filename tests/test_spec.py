@@ -102,3 +102,9 @@ def test_nccl_runs_one_task_per_gpu(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "minutes"), [("00:30:00", 30), ("1-00:00:00", 1440), ("01:30", 90), (45, 45), ("00:00:30", 1)])
 def test_time_formats(tmp_path: Path, text: object, minutes: int) -> None:
     assert spec.load(write(tmp_path, {**BASE, "time": text})).time_minutes == minutes
+
+
+def test_validation_alone_already_gives_one_task_per_gpu() -> None:
+    """Normalising lives in validation, so every caller (not only load) sees the same spec."""
+    job = spec.from_mapping({**BASE, "mode": "nccl", "gpus_per_node": 2, "nodes": 2})
+    assert job.ntasks_per_node == 2 and job.world_size == 4
