@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from . import render as render_mod
+from . import request as request_mod
 from . import spec as spec_mod
-from .errors import HpcRunnerError, SpecError
+from .errors import HpcRunnerError, InputError
 
 # Flag name -> spec key. Flags override the file; --set KEY=VALUE reaches every other key.
 OVERRIDE_FLAGS = {
@@ -45,12 +46,12 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_spec(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> spec_mod.JobSpec:
-    """Read the file, apply --set then the named flags (flags win), validate."""
+def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> request_mod.JobRequest:
+    """Read the file, apply --set then the named flags (flags win), validate, materialise once."""
     overrides = [spec_mod.parse_set(item) for item in sets]
     overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
-    return spec_mod.load(path, overrides)
+    return request_mod.build(spec_mod.load(path, overrides))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,8 +97,7 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
     """
-    job = load_spec(spec, flags, sets)
-    text = render_mod.render(job)
+    text = render_mod.render(load_request(spec, flags, sets))
     if output:
         with open(output, "w") as handle:
             handle.write(text)
@@ -110,24 +110,31 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
-              help="auto: SLURM where sinfo answers, else local processes on this machine.")
-@click.option("--dry-run", is_flag=True, help="Print what would be submitted; submit nothing.")
+              help="auto: SLURM where its commands are installed (an unanswering controller is an error), "
+                   "else local processes on this machine.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be submitted, asking no controller: the sbatch file submitit would write "
+                   "(slurm), or the processes and their environment (local).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
 @handle_errors
 def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
-    """Submit SPEC through submitit and print the job id and where its logs are."""
+    """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
+
+    \b
+      hpc-run submit jobs/emulator.yaml --nodes 2 --dry-run --executor slurm   # the sbatch file, nothing sent
+      hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
+    """
     from . import submit as submit_mod
 
-    job_spec = load_spec(spec, flags, sets)
-    kind = submit_mod.choose_executor(executor)
-    submission = submit_mod.plan(job_spec, kind)
+    request = load_request(spec, flags, sets)
+    submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
     if dry_run:
         click.echo(submission.describe())
         return
     results = _submit(submission, wait=wait_ or follow, follow=follow)
     if results and isinstance(results[0], dict):
-        click.echo(json.dumps({k: v for k, v in results[0].items() if k != "history"}, indent=2, default=str))
+        click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
 
 
 def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
@@ -135,14 +142,15 @@ def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
     from . import submit as submit_mod
 
     job = submit_mod.submit(submission)
+    request = submission.request
     where = (" as local processes over Gloo on 127.0.0.1" if submission.executor == "local" else "")
-    click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {submission.spec.world_size} rank(s){where})")
+    click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {request.world_size} rank(s){where})")
     click.echo(f"logs: {job.paths.stdout}")
-    click.echo(f"output: {submission.task.config.output_dir}")
+    click.echo(f"output: {request.output_dir}")
     if follow:
         from pathlib import Path
 
-        from .jobs import follow as follow_log
+        from .job_control import follow as follow_log
 
         for line in follow_log(Path(job.paths.stdout), job.done):
             click.echo(line, nl=False)
@@ -168,11 +176,10 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
     """
     from . import submit as submit_mod
     from .demo.check import format_report
-    from .resources import shipped
+    from .shipped import shipped_job
 
-    path = spec_path or os.path.join(shipped("jobs", "check.yaml"), "check.yaml")
-    job_spec = load_spec(path, flags, sets)
-    submission = submit_mod.plan(job_spec, submit_mod.choose_executor(executor))
+    request = load_request(spec_path or shipped_job("check.yaml"), flags, sets)
+    submission = submit_mod.plan(request, submit_mod.choose_executor(executor))
     results = _submit(submission, wait=True)
     click.echo(format_report(results[0]))
 
@@ -199,25 +206,14 @@ def scaling(spec: str, sizes: str, sets: tuple[str, ...], executor: str, out_dir
 
     counts = scaling_mod.parse_sizes(sizes)
     kind = submit_mod.choose_executor(executor)
-    base = load_spec(spec, flags, sets)
+    base = load_request(spec, flags, sets)
     if base.mode == "threading":
-        raise SpecError(f"{spec}: scaling across nodes needs mode gloo or nccl (use --mode gloo)")
+        raise InputError(f"{spec}: scaling across nodes needs mode gloo or nccl (use --mode gloo)")
     out = Path(out_dir or f"runs/scaling-{base.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
-    throughput: dict[int, float] = {}
-    for nodes in counts:
-        job_spec = load_spec(spec, {**flags, "nodes": nodes}, (*sets, f"output_dir={out / f'nodes-{nodes}'}"))
-        click.echo(f"--- {nodes} node(s), {job_spec.world_size} rank(s)")
-        results = _submit(submit_mod.plan(job_spec, kind), wait=True)
-        value = results[0].get("samples_per_second") if isinstance(results[0], dict) else None
-        if value is None:
-            raise SpecError(f"{spec}: the job's rank 0 returned no samples_per_second to scale on")
-        throughput[nodes] = float(value)
-    table = scaling_mod.rows(base, throughput)
-    click.echo(scaling_mod.format_table(table))
-    scaling_mod.write_csv(table, out / "scaling.csv")
-    scaling_mod.write_plot(table, out / "scaling.png")
-    click.echo(f"wrote {out / 'scaling.csv'} and {out / 'scaling.png'}")
+    requests = {n: load_request(spec, {**flags, "nodes": n}, (*sets, f"output_dir={out / f'nodes-{n}'}")) for n in counts}
+    throughput = scaling_mod.measure(requests, lambda r: _submit(submit_mod.plan(r, kind), wait=True), click.echo)
+    click.echo(scaling_mod.report(base.ranks_per_node, throughput, out))
 
 
 @cli.command("env")
@@ -241,9 +237,9 @@ def env_cmd(as_json: bool) -> None:
 @handle_errors
 def status(job_id: str) -> None:
     """State, nodes, elapsed time and exit code of JOB_ID (sacct, else squeue)."""
-    from . import jobs
+    from . import job_control
 
-    current = jobs.status(job_id)
+    current = job_control.status(job_id)
     click.echo(f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
                f"elapsed {current.elapsed}  exit {current.exit_code}")
 
@@ -255,18 +251,9 @@ def status(job_id: str) -> None:
 @handle_errors
 def logs(job_id: str, rank: int | None, follow: bool) -> None:
     """Print JOB_ID's log; lines carry their rank (srun --label)."""
-    from . import jobs
+    from . import job_control
 
-    path = jobs.log_path(job_id)
-    per_task = jobs.rank_log_path(job_id, rank) if rank is not None else path
-    labelled_filter = rank if per_task == path else None
-    if follow:
-        lines = jobs.follow(per_task, lambda: jobs.status(job_id).finished)
-    else:
-        if not per_task.exists():
-            raise SpecError(f"log {per_task} does not exist (yet)")
-        lines = iter(per_task.read_text(errors="replace").splitlines(keepends=True))
-    for line in jobs.select_rank(lines, labelled_filter):
+    for line in job_control.log_lines(job_id, rank, follow):
         click.echo(line, nl=False)
 
 
@@ -276,12 +263,12 @@ def logs(job_id: str, rank: int | None, follow: bool) -> None:
 @handle_errors
 def cancel(job_id: str, wait_: bool) -> None:
     """Cancel JOB_ID and report its final state."""
-    from . import jobs
+    from . import job_control
 
-    jobs.cancel(job_id)
+    job_control.cancel(job_id)
     click.echo(f"cancel requested for job {job_id}")
     if wait_:
-        final = jobs.wait_finished(job_id, timeout_s=120)
+        final = job_control.wait_finished(job_id, timeout_s=120)
         click.echo(f"job {job_id}: {final.state}")
 
 

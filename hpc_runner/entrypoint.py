@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import gc
 import importlib
+import json
 import logging
 import os
 import runpy
@@ -27,8 +28,9 @@ import torch.distributed as dist
 from . import environment
 from .errors import HpcRunnerError, LaunchError
 from .hosts import resolve_address
+from .launch_task import RESULT_FILE_VAR
 from .run_config import RunConfig
-from .spec import FunctionEntry
+from .schema import FunctionEntry
 
 log = logging.getLogger("hpc_runner")
 BACKENDS = {"gloo": "gloo", "nccl": "nccl"}
@@ -43,6 +45,7 @@ class RunContext:
     config: RunConfig
     device: torch.device
     restart_count: int = 0
+    stopping: bool = False  # every rank agreed to stop for a requeue
     _signalled: list[int] = field(default_factory=list)
 
     @property
@@ -77,7 +80,8 @@ class RunContext:
         flag = torch.tensor([1.0 if self.signalled else 0.0], device=self.device)
         if self.distributed:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        self.stopping = self.stopping or bool(flag.item() > 0)
+        return self.stopping
 
     def barrier(self) -> None:
         """Wait for every rank (no-op in a single process)."""
@@ -197,14 +201,20 @@ def _run_entry(ctx: RunContext) -> Any:
     return None
 
 
+def requeue_expected(ctx: RunContext) -> bool:
+    """The run stopped for a time-limit signal and SLURM will run it again (the same answer on every rank)."""
+    return ((ctx.stopping or ctx.signalled) and bool(os.environ.get("SLURM_JOB_ID"))
+            and ctx.restart_count < ctx.config.max_restarts)
+
+
 def requeue_if_asked(ctx: RunContext) -> bool:
     """After a time-limit signal: rank 0 asks SLURM to requeue the job, within the restart bound."""
-    if not ctx.signalled or not ctx.is_main:
+    if not (ctx.stopping or ctx.signalled) or not ctx.is_main:
         return False
     job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id or os.environ.get("SUBMITIT_EXECUTOR"):
-        return False  # submitit requeues its own jobs
-    if ctx.restart_count >= ctx.config.max_restarts:
+    if not job_id:
+        return False
+    if not requeue_expected(ctx):
         print(f"hpc_runner: not requeueing job {job_id}: {ctx.restart_count} restart(s) reached the bound "
               f"{ctx.config.max_restarts}", flush=True)
         return False
@@ -214,8 +224,8 @@ def requeue_if_asked(ctx: RunContext) -> bool:
     return True
 
 
-def run(config: RunConfig, environ: dict[str, str] | None = None) -> Any:
-    """Set up this rank, run the user's code, tear down; returns the user function's result."""
+def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, bool]:
+    """Set up this rank, run the user's code, tear down; returns its result and whether a requeue is due."""
     environ = dict(os.environ) if environ is None else environ
     env = environment.from_environ(environ, resolve_address)
     os.environ.update(env.torch_variables())
@@ -223,9 +233,8 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> Any:
     device = _device(config, env)
     ctx = RunContext(env=env, config=config, device=device,
                      restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0))
-    if not environ.get("SUBMITIT_EXECUTOR"):  # submitit handles its own signals and requeue
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, lambda signum, _frame: ctx._signalled.append(signum))
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: ctx._signalled.append(signum))
     owns_group = config.mode in BACKENDS and isinstance(config.entry, FunctionEntry)
     if owns_group:
         init_process_group(config, env)
@@ -235,21 +244,35 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> Any:
         if owns_group:
             gc.collect()  # drop DDP reducers and pending work before the group goes
             dist.barrier()  # leave together: a rank tearing down while others still talk aborts in gloo
-        return result
+        return result, requeue_expected(ctx)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
+def _write_outcome(outcome: dict[str, Any]) -> None:
+    """For a supervising wrapper (``hpc-run submit``): this rank's result, error and requeue as JSON."""
+    template = os.environ.get(RESULT_FILE_VAR)
+    if not template:
+        return
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    path = Path(template.replace("{rank}", rank))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome, default=str))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry: parse the RunConfig argv, run, map errors to exit codes."""
     logging.basicConfig(level=os.environ.get("HPC_RUNNER_LOG", "WARNING"))
-    config = RunConfig.from_argv(sys.argv[1:] if argv is None else argv)
     try:
-        run(config)
+        config = RunConfig.from_argv(sys.argv[1:] if argv is None else argv)
+        result, requeue = run(config)
     except HpcRunnerError as exc:
         print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
+        _write_outcome({"error": str(exc)})
         return exc.exit_code
+    _write_outcome({"result": result, "requeue": requeue})
     return 0
 
 

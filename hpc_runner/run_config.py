@@ -1,84 +1,122 @@
-"""What the entrypoint needs from a spec, as one picklable object with an argv form."""
+"""What the entrypoint needs from a spec, derived in one place, with an argv form that round-trips.
+
+Every field is required: the defaults live in ``schema`` alone, and ``from_spec`` is the only
+way a RunConfig is made from a spec. ``to_argv`` writes one ``--field=value`` per field (JSON
+for structured values, script arguments after ``--``); ``from_argv`` reads exactly that back,
+and says which argument is wrong instead of raising a parser traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from .spec import DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
+from .errors import InputError
+from .schema import MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
+
+ARGV_USAGE = ("python -m hpc_runner.entrypoint --mode=M --output-dir=D --init-timeout-s=S --max-restarts=N "
+              "--data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Backend, timeouts, output directory and user entry for one run of the entrypoint."""
+    """Backend, timeouts, output directory, data and user entry for one run of the entrypoint."""
 
     mode: str
     entry: Entry
     output_dir: str
-    init_timeout_s: int = 300
-    data: DataSpec | None = None
-    max_restarts: int = 3
+    init_timeout_s: int
+    data: DataSpec | None
+    max_restarts: int
 
     @classmethod
-    def from_spec(cls, spec: JobSpec) -> RunConfig:
-        """Take the entrypoint's part of a validated spec."""
-        return cls(
-            mode=spec.mode,
-            entry=spec.entrypoint,
-            output_dir=spec.run_dir,
-            init_timeout_s=spec.init_timeout_s,
-            data=spec.data,
-            max_restarts=spec.requeue.max_restarts,
-        )
+    def from_spec(cls, spec: JobSpec, output_dir: str) -> RunConfig:
+        """Take the entrypoint's part of a validated spec (``output_dir`` as the request resolved it)."""
+        return cls(mode=spec.mode, entry=spec.entrypoint, output_dir=output_dir,
+                   init_timeout_s=spec.init_timeout_s, data=spec.data, max_restarts=spec.requeue.max_restarts)
 
     def to_argv(self) -> list[str]:
-        """Arguments for ``python -m hpc_runner.entrypoint`` (quoted later, as a whole)."""
-        # "--key=value" keeps values that start with "-" from reading as options.
-        argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}",
-                f"--init-timeout={self.init_timeout_s}", f"--max-restarts={self.max_restarts}"]
-        if self.data is not None:
-            argv += [f"--samples={self.data.samples}", f"--batch-size={self.data.batch_size}",
-                     f"--val-samples={self.data.val_samples}"]
-            if not self.data.audit:
-                argv.append("--no-audit")
+        """Arguments for ``python -m hpc_runner.entrypoint`` ("--key=value" keeps "-x" values from reading as options)."""
+        data = None if self.data is None else dataclasses.asdict(self.data)
+        argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}", f"--init-timeout-s={self.init_timeout_s}",
+                f"--max-restarts={self.max_restarts}", f"--data={json.dumps(data, sort_keys=True)}"]
         if isinstance(self.entry, FunctionEntry):
-            argv += [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
-        else:
-            argv += [f"--script={self.entry.path}", "--", *self.entry.args]
-        return argv
+            return argv + [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
+        return argv + [f"--script={self.entry.path}", "--", *self.entry.args]
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> RunConfig:
-        """Inverse of :meth:`to_argv`."""
-        import argparse  # only the entrypoint parses argv; render never does
-
-        script_args: list[str] = []
+        """Inverse of :meth:`to_argv`; an InputError names the argument that is wrong."""
+        script_args: tuple[str, ...] = ()
         if "--" in argv:
             cut = argv.index("--")
-            argv, script_args = argv[:cut], argv[cut + 1:]
-        parser = argparse.ArgumentParser(prog="python -m hpc_runner.entrypoint",
-                                         description="Run user code on one rank of an hpc_runner job.")
-        parser.add_argument("--mode", choices=("threading", "gloo", "nccl"), required=True)
-        parser.add_argument("--output-dir", required=True)
-        parser.add_argument("--init-timeout", type=int, default=300)
-        parser.add_argument("--max-restarts", type=int, default=3)
-        parser.add_argument("--samples", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--val-samples", type=int, default=0)
-        parser.add_argument("--no-audit", action="store_true")
-        group = parser.add_mutually_exclusive_group(required=True)
-        group.add_argument("--function")
-        group.add_argument("--script")
-        parser.add_argument("--params", default="{}")
-        ns = parser.parse_args(argv)
+            argv, script_args = argv[:cut], tuple(argv[cut + 1:])
+        values = _options(argv)
+        if ("function" in values) == ("script" in values):
+            raise InputError(f"give exactly one of --function or --script\n  usage: {ARGV_USAGE}")
+        mode = _take(values, "mode")
+        if mode not in MODES:
+            raise InputError(f"--mode={mode!r}: choose one of {', '.join(MODES)}")
         entry: Entry
-        if ns.function:
-            entry = FunctionEntry(target=ns.function, params=json.loads(ns.params))
+        if "function" in values:
+            if script_args:
+                raise InputError("arguments after '--' go with --script, not --function")
+            params = _json(values, "params", dict)
+            entry = FunctionEntry(target=_take(values, "function"), params=params)
         else:
-            entry = ScriptEntry(path=ns.script, args=tuple(script_args))
-        data = None
-        if ns.samples is not None and ns.batch_size is not None:
-            data = DataSpec(samples=ns.samples, batch_size=ns.batch_size,
-                            val_samples=ns.val_samples, audit=not ns.no_audit)
-        return cls(mode=ns.mode, entry=entry, output_dir=ns.output_dir, init_timeout_s=ns.init_timeout,
-                   data=data, max_restarts=ns.max_restarts)
+            entry = ScriptEntry(path=_take(values, "script"), args=script_args)
+        data = _json(values, "data", (dict, type(None)))
+        config = cls(mode=mode, entry=entry, output_dir=_take(values, "output-dir"),
+                     init_timeout_s=_integer(values, "init-timeout-s"), max_restarts=_integer(values, "max-restarts"),
+                     data=_data_spec(data))
+        if values:
+            raise InputError(f"unknown argument(s) {', '.join('--' + k for k in sorted(values))}\n  usage: {ARGV_USAGE}")
+        return config
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not key.startswith("--") or not sep:
+            raise InputError(f"argument {item!r} is not --key=value\n  usage: {ARGV_USAGE}")
+        if key[2:] in values:
+            raise InputError(f"argument {key} given twice")
+        values[key[2:]] = value
+    return values
+
+
+def _take(values: dict[str, str], key: str) -> str:
+    if key not in values:
+        raise InputError(f"argument --{key} is required\n  usage: {ARGV_USAGE}")
+    return values.pop(key)
+
+
+def _integer(values: dict[str, str], key: str) -> int:
+    text = _take(values, key)
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--{key}={text!r} is not a whole number") from None
+
+
+def _json(values: dict[str, str], key: str, kinds: type | tuple[type, ...]) -> Any:
+    text = _take(values, key)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--{key} is not valid JSON ({exc.msg} at character {exc.pos}): {text[:80]!r}") from None
+    if not isinstance(value, kinds):
+        raise InputError(f"--{key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _data_spec(data: dict[str, Any] | None) -> DataSpec | None:
+    if data is None:
+        return None
+    try:
+        return DataSpec(**data)
+    except TypeError as exc:
+        raise InputError(f"--data does not describe a data spec: {exc}") from None

@@ -7,8 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import JobError, SpecError
-from .spec import JobSpec
+from collections.abc import Callable
+from typing import Any
+
+from .errors import HpcRunnerError, InputError, JobFailed
+from .request import JobRequest
 
 
 @dataclass(frozen=True)
@@ -27,20 +30,43 @@ def parse_sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SpecError(f"--nodes {text!r}: expected a comma-separated list of node counts such as 1,2,4") from None
+        raise InputError(f"--nodes {text!r}: expected a comma-separated list of node counts such as 1,2,4") from None
     if not sizes or any(n < 1 for n in sizes):
-        raise SpecError(f"--nodes {text!r}: node counts must be whole numbers >= 1")
+        raise InputError(f"--nodes {text!r}: node counts must be whole numbers >= 1")
     return sizes
 
 
-def rows(spec: JobSpec, throughput: dict[int, float]) -> list[ScalingRow]:
+def measure(requests: dict[int, JobRequest], run_job: Callable[[JobRequest], list[Any]],
+            announce: Callable[[str], None]) -> dict[int, float]:
+    """Run each node count's request and take rank 0's samples/s after warm-up."""
+    throughput: dict[int, float] = {}
+    for nodes, request in sorted(requests.items()):
+        announce(f"--- {nodes} node(s), {request.world_size} rank(s)")
+        results = run_job(request)
+        value = results[0].get("samples_per_second") if results and isinstance(results[0], dict) else None
+        if value is None:
+            raise JobFailed(f"job {request.name}: rank 0 returned no samples_per_second to scale on "
+                            "(the emulator does; a function of yours must return it)")
+        throughput[nodes] = float(value)
+    return throughput
+
+
+def report(ranks_per_node: int, throughput: dict[int, float], out: Path) -> str:
+    """Write scaling.csv and scaling.png into ``out``; return the table."""
+    table = rows(ranks_per_node, throughput)
+    write_csv(table, out / "scaling.csv")
+    write_plot(table, out / "scaling.png")
+    return format_table(table) + f"\nwrote {out / 'scaling.csv'} and {out / 'scaling.png'}"
+
+
+def rows(ranks_per_node: int, throughput: dict[int, float]) -> list[ScalingRow]:
     """Speed-up and efficiency against the smallest size measured."""
     base_nodes = min(throughput)
     base = throughput[base_nodes]
     result = []
     for nodes in sorted(throughput):
         speedup = throughput[nodes] / base if base else 0.0
-        result.append(ScalingRow(nodes=nodes, ranks=nodes * spec.ntasks_per_node,
+        result.append(ScalingRow(nodes=nodes, ranks=nodes * ranks_per_node,
                                  samples_per_second=throughput[nodes], speedup=speedup,
                                  efficiency=speedup / (nodes / base_nodes)))
     return result
@@ -70,7 +96,7 @@ def write_plot(table: list[ScalingRow], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise JobError("the scaling plot needs matplotlib: pip install 'hpc_runner[plot]'") from None
+        raise HpcRunnerError("the scaling plot needs matplotlib: pip install 'hpc_runner[plot]'") from None
     fig, ax = plt.subplots(figsize=(5, 3.4))
     nodes = [r.nodes for r in table]
     ax.plot(nodes, [r.speedup for r in table], marker="o", label="measured")

@@ -1,21 +1,22 @@
-"""Job specs: YAML plus overrides, validated once into frozen dataclasses."""
+"""Job specs: YAML plus overrides, validated once into the frozen dataclasses of ``schema``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .errors import SpecError
+from .schema import (LAUNCHERS, MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
+                     ScriptEntry)
 
-MODES = ("threading", "gloo", "nccl")
-LAUNCHERS = ("srun", "torchrun")
-SIGNALS = ("USR1", "USR2")
+__all__ = ["DataSpec", "Entry", "FunctionEntry", "JobSpec", "RequeueSpec", "ScriptEntry", "SpecError",
+           "MODES", "LAUNCHERS", "SIGNALS", "from_mapping", "load", "parse_set", "apply_overrides", "read_yaml"]
 
 # Values that end up on an ``#SBATCH`` line are read by sbatch, not bash: keep them plain.
 _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$")
@@ -25,82 +26,6 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
 _FORBIDDEN_CHARS = ("\n", "\r", "\x00")
-
-
-@dataclass(frozen=True)
-class FunctionEntry:
-    """Run ``package.module:function`` on every rank with ``params`` as keyword arguments."""
-
-    target: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ScriptEntry:
-    """Run a torchrun-style Python script on every rank with ``args`` as its argv."""
-
-    path: str
-    args: tuple[str, ...] = ()
-
-
-Entry = FunctionEntry | ScriptEntry
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Size of the training set and the per-rank batch; drives the resource math."""
-
-    samples: int
-    batch_size: int
-    val_samples: int = 0
-    audit: bool = True
-
-
-@dataclass(frozen=True)
-class RequeueSpec:
-    """Ask SLURM for a warning signal before the time limit and requeue after checkpointing."""
-
-    signal: str = "USR1"
-    seconds_before: int = 60
-    max_restarts: int = 3
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One validated job: resources, environment and what to run."""
-
-    name: str
-    entrypoint: Entry
-    mode: str = "threading"
-    nodes: int = 1
-    ntasks_per_node: int = 1
-    cpus_per_task: int = 1
-    gpus_per_node: int = 0
-    time_minutes: int = 60
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    mem: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    setup: tuple[str, ...] = ()
-    launcher: str = "srun"
-    output_dir: str = ""
-    python: str = "python3"
-    socket_ifname: str | None = None
-    nccl_debug: str = "WARN"
-    init_timeout_s: int = 300
-    data: DataSpec | None = None
-    requeue: RequeueSpec = RequeueSpec()
-
-    @property
-    def world_size(self) -> int:
-        """Ranks in the whole job."""
-        return self.nodes * self.ntasks_per_node
-
-    @property
-    def run_dir(self) -> str:
-        """Where rank 0 writes checkpoints and metrics (``output_dir`` or ``runs/NAME``)."""
-        return self.output_dir or f"runs/{self.name}"
 
 
 # Keys a YAML file may hold, mapped to the JobSpec field they fill.
@@ -282,7 +207,23 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         "name": r.text("name", raw["name"], _NAME, "letters, digits, '.', '_' and '-', at most 64"),
         "entrypoint": _entry(r, raw["entrypoint"]),
         "data": _data(r, raw.get("data")),
+        **_resources(r, raw),
+        **_strings(r, raw),
     }
+    values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
+    env = r.mapping("env", raw.get("env") or {})
+    for k in env:
+        r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")
+    values["env"] = {str(k): r.text(f"env.{k}", v) for k, v in env.items()}
+    values["setup"] = tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
+    spec = JobSpec(**values)
+    _check_combination(r, spec)
+    return _normalise(spec)
+
+
+def _resources(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Mode, launcher, counts, time limit and timeouts."""
+    values: dict[str, Any] = {}
     if "mode" in raw:
         values["mode"] = r.choice("mode", raw["mode"], MODES)
     if "launcher" in raw:
@@ -294,7 +235,12 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         values["init_timeout_s"] = r.integer("init_timeout", raw["init_timeout"], 1)
     if "time" in raw:
         values["time_minutes"] = r.minutes("time", raw["time"])
-    values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
+    return values
+
+
+def _strings(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Scheduler names, memory, interface, NCCL level, output folder and interpreter."""
+    values: dict[str, Any] = {}
     for key in ("partition", "account", "qos"):
         if raw.get(key) is not None:
             values[key] = r.text(key, raw[key], _DIRECTIVE_VALUE, "letters, digits, '.', '_', '+', '-' (comma-separated)")
@@ -304,21 +250,15 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         values["socket_ifname"] = r.text("socket_ifname", raw["socket_ifname"], _DIRECTIVE_VALUE, "an interface name such as eth0 or ib0")
     if "nccl_debug" in raw:
         values["nccl_debug"] = r.choice("nccl_debug", raw["nccl_debug"], ("VERSION", "WARN", "INFO", "TRACE"))
-    for key in ("output_dir", "python"):
-        if key in raw:
-            values[key] = r.text(key, raw[key])
-    python = values.get("python", "python3")
-    if not python.strip() or python.startswith("-"):
-        raise r.fail("python", f"{python!r} is not a program (srun would read it as an option)",
-                     "a path or name such as python3 or /opt/venv/bin/python")
-    env = r.mapping("env", raw.get("env") or {})
-    for k in env:
-        r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")
-    values["env"] = {str(k): r.text(f"env.{k}", v) for k, v in env.items()}
-    values["setup"] = tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
-    spec = JobSpec(**values)
-    _check_combination(r, spec)
-    return _normalise(spec)
+    if "output_dir" in raw:
+        values["output_dir"] = r.text("output_dir", raw["output_dir"])
+    if raw.get("python") is not None:
+        python = values["python"] = r.text("python", raw["python"])
+        if not python.strip() or python.startswith("-"):
+            raise r.fail("python", f"{python!r} is not a program (srun would read it as an option)",
+                         "a path or name such as python3 or /opt/venv/bin/python; leave it out to use the "
+                         "interpreter that runs hpc-run")
+    return values
 
 
 def _check_combination(r: _Reader, spec: JobSpec) -> None:
@@ -366,7 +306,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def apply_overrides(raw: Mapping[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each dotted ``key`` set to its value (flags win over the file)."""
-    result: dict[str, Any] = _deep_copy(raw)
+    result: dict[str, Any] = copy.deepcopy(dict(raw))
     for key, value in overrides:
         parts = key.split(".")
         node = result
@@ -379,14 +319,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[tuple[str, Any]]) ->
             node = child
         node[parts[-1]] = value
     return result
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,10 +1,16 @@
-"""Submission through submitit: SLURM where there is one, submitit's local executor where not."""
+"""Submission through submitit: the same JobRequest that ``render`` prints, in submitit's words.
+
+Under SLURM, submitit writes an sbatch file with the request's directives (its own log paths
+aside), setup and export lines, and srun arguments; on every launch task its wrapper runs
+``LaunchTask``, which starts the request's program as a child process, exactly the argv that
+a rendered script's srun line starts. Under submitit's local executor the same program runs
+once per launch task with torchrun-style variables on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -14,34 +20,67 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.slurm.slurm import _make_sbatch_string  # private: submitit is pinned in setup.cfg
 
-from .errors import JobError, SpecError
-from .run_config import RunConfig
-from .spec import JobSpec
+from . import launch_task
+from .errors import HpcRunnerError, InputError, JobFailed, SchedulerError
+from .request import JobRequest
 
 EXECUTORS = ("auto", "slurm", "local")
+SUBMITIT_COMMAND = "-u -m submitit.core._submit"
 
 
-def slurm_answers() -> bool:
-    """True where a SLURM controller answers (``sinfo`` exits 0 within 10 s)."""
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return False
+def slurm_installed() -> bool:
+    """SLURM's client commands are on PATH."""
+    return shutil.which("sbatch") is not None and shutil.which("sinfo") is not None
+
+
+def controller_answers() -> tuple[bool, str]:
+    """Whether ``sinfo`` gets an answer from slurmctld within 10 s, and what it said otherwise."""
     try:
-        return subprocess.run(["sinfo", "-h", "-o", "%D"], capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+        done = subprocess.run(["sinfo", "-h", "-o", "%D"], capture_output=True, text=True, timeout=10, check=False)
+    except subprocess.TimeoutExpired:
+        return False, "sinfo did not answer within 10 s"
+    except OSError as exc:
+        return False, str(exc)
+    return done.returncode == 0, (done.stderr or done.stdout).strip()
 
 
-def choose_executor(name: str) -> str:
-    """Resolve ``auto`` to ``slurm`` or ``local``; refuse ``slurm`` where there is none."""
+def choose_executor(name: str, dry_run: bool = False) -> str:
+    """``auto`` is local only where SLURM is not installed; a controller that does not answer is an error.
+
+    A dry run asks no controller anything: SLURM's commands on PATH are enough to pick ``slurm``.
+    """
     if name not in EXECUTORS:
-        raise SpecError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
-    if name == "auto":
-        return "slurm" if slurm_answers() else "local"
-    if name == "slurm" and not slurm_answers():
-        raise SpecError("--executor slurm: no SLURM controller answers here (sinfo failed)\n"
-                        "  hint: use --executor local, or start the testbed with make cluster-up")
-    return name
+        raise InputError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+    if name == "local" or (name == "auto" and not slurm_installed()):
+        return "local"
+    if dry_run:
+        return "slurm"
+    if not slurm_installed():
+        raise SchedulerError("--executor slurm: SLURM's commands (sbatch, sinfo) are not on PATH here\n"
+                             "  hint: run on a login node, use --executor local, or start the testbed with make cluster-up")
+    answers, said = controller_answers()
+    if not answers:
+        raise SchedulerError(f"SLURM is installed here but its controller does not answer ({said or 'no output'}); "
+                             "nothing was submitted.\n  hint: check slurmctld (scontrol ping), or run on this machine "
+                             "on purpose with --executor local")
+    return "slurm"
+
+
+def slurm_parameters(request: JobRequest) -> dict[str, Any]:
+    """The request in submitit's SlurmExecutor words; every directive travels as it is."""
+    return {
+        "job_name": request.name,
+        "nodes": request.nodes,
+        "ntasks_per_node": request.tasks_per_node,  # submitit counts its tasks (and result files) with this
+        "time": request.time_minutes,
+        "setup": [*request.setup, *request.export_lines()],
+        "srun_args": list(request.srun),
+        # Last word on every #SBATCH line (the signal and task counts included): exactly the request's.
+        "additional_parameters": {key.replace("-", "_"): True if value is None else value
+                                  for key, value in request.directives},
+    }
 
 
 def _free_port() -> int:
@@ -51,107 +90,95 @@ def _free_port() -> int:
 
 
 @dataclass(frozen=True)
-class SpecTask:
-    """The callable submitit pickles: sets the job's environment, then runs the entrypoint.
-
-    Under the local executor it turns submitit's task ids into torchrun-style variables on
-    127.0.0.1; under SLURM the entrypoint reads the SLURM step itself. Checkpointable: on
-    preemption or time-out submitit requeues it and training resumes from the checkpoint.
-    """
-
-    config: RunConfig
-    env: dict[str, str]
-    cpus_per_task: int
-    local_port: int | None = None
-
-    def __call__(self) -> Any:
-        os.environ.update(self.env)
-        os.environ.update(OMP_NUM_THREADS=str(self.cpus_per_task), MKL_NUM_THREADS=str(self.cpus_per_task))
-        if self.local_port is not None:
-            job_env = submitit.JobEnvironment()
-            os.environ.update(RANK=str(job_env.global_rank), WORLD_SIZE=str(job_env.num_tasks),
-                              LOCAL_RANK=str(job_env.local_rank), LOCAL_WORLD_SIZE=str(job_env.num_tasks),
-                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(self.local_port))
-        from . import entrypoint
-
-        return entrypoint.run(self.config)
-
-    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        """Requeue the same task; the entrypoint resumes from the run's checkpoint."""
-        return submitit.helpers.DelayedSubmission(self)
-
-
-@dataclass(frozen=True)
 class Submission:
-    """What a submission is, printable before it happens (``--dry-run``)."""
+    """A request bound to an executor and a folder: printable before anything is submitted."""
 
-    spec: JobSpec
+    request: JobRequest
     executor: str
     folder: Path
-    parameters: dict[str, Any]
-    task: SpecTask
+    task: launch_task.LaunchTask
+
+    def sbatch_text(self) -> str:
+        """The sbatch file submitit writes for this submission (``%j`` in place of the job id)."""
+        return _make_sbatch_string(command=self.submitit_command(), folder=self.folder,
+                                   **slurm_parameters(self.request))
+
+    def submitit_command(self) -> str:
+        """What submitit's srun line starts on each task: its wrapper, which runs our LaunchTask."""
+        return " ".join([shlex.quote(self.request.python), SUBMITIT_COMMAND, shlex.quote(str(self.folder))])
 
     def describe(self) -> str:
-        """Human-readable summary of what would be submitted."""
-        lines = [f"executor: {self.executor}" + (
-            f" (local processes: {self.spec.world_size} rank(s) over Gloo on 127.0.0.1, "
-            f"emulating {self.spec.nodes} node(s) x {self.spec.ntasks_per_node})" if self.executor == "local" else ""),
-            f"submitit folder: {self.folder}", f"output directory: {self.task.config.output_dir}", "parameters:"]
-        lines += [f"  {k} = {v!r}" for k, v in sorted(self.parameters.items())]
-        lines.append("entrypoint argv: " + " ".join(self.task.config.to_argv()))
+        """The dry run: the sbatch file (slurm), or the processes and environment (local)."""
+        request = self.request
+        head = [f"# executor: {self.executor}; submitit folder: {self.folder}",
+                f"# output directory: {request.output_dir}"]
+        if self.executor == "slurm":
+            return "\n".join(head) + "\n" + self.sbatch_text()
+        lines = head + [f"# local processes on this machine: {request.launch_tasks}, emulating {request.nodes} "
+                        f"node(s) x {request.ranks_per_node} rank(s), Gloo on 127.0.0.1",
+                        "# setup (run once, before the processes start):"]
+        lines += [f"  {line}" for line in (*request.setup, *request.export_lines())]
+        for index in range(request.launch_tasks):
+            added = launch_task.local_variables(request, index, self.task.local_port or 0)
+            lines.append(f"# process {index}: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in added.items()))
+            lines.append("  " + shlex.join(request.program))
         return "\n".join(lines)
 
 
-def plan(spec: JobSpec, executor: str) -> Submission:
-    """Build the submission without submitting anything."""
-    # Absolute, so that results land in the same place whatever directory a task starts in.
-    config = dataclasses.replace(RunConfig.from_spec(spec), output_dir=str(Path(spec.run_dir).resolve()))
+def plan(request: JobRequest, executor: str) -> Submission:
+    """Bind the request to an executor and a fresh folder; nothing is submitted or written."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(spec.run_dir) / "submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}"
-    if executor == "slurm":
-        exports = [f"export OMP_NUM_THREADS={spec.cpus_per_task}", f"export MKL_NUM_THREADS={spec.cpus_per_task}"]
-        params: dict[str, Any] = {
-            "slurm_job_name": spec.name,
-            "nodes": spec.nodes,
-            "tasks_per_node": spec.ntasks_per_node,
-            "cpus_per_task": spec.cpus_per_task,
-            "timeout_min": spec.time_minutes,
-            "slurm_signal_delay_s": spec.requeue.seconds_before,
-            "slurm_srun_args": ["--cpus-per-task", str(spec.cpus_per_task), "--kill-on-bad-exit=1", "--mpi=none"],
-            "slurm_setup": [*spec.setup, *exports],
-        }
-        if spec.gpus_per_node:
-            params["gpus_per_node"] = spec.gpus_per_node
-        for key in ("partition", "account", "qos", "mem"):
-            if getattr(spec, key) is not None:
-                params[f"slurm_{key}"] = getattr(spec, key)
-        task = SpecTask(config=config, env=dict(spec.env), cpus_per_task=spec.cpus_per_task)
-    else:
-        params = {"tasks_per_node": spec.world_size, "timeout_min": spec.time_minutes}
-        if spec.setup:
-            params["local_setup"] = list(spec.setup)
-        task = SpecTask(config=config, env=dict(spec.env), cpus_per_task=spec.cpus_per_task,
-                        local_port=_free_port())
-    return Submission(spec=spec, executor=executor, folder=folder, parameters=params, task=task)
+    folder = Path(request.output_dir) / "submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    local = executor == "local"
+    task = launch_task.LaunchTask(program=request.program, signal=request.signal,
+                                  ranks_per_task=request.world_size // request.launch_tasks,
+                                  local=request if local else None, local_port=_free_port() if local else None)
+    return Submission(request=request, executor=executor, folder=folder, task=task)
 
 
 def submit(submission: Submission) -> submitit.Job:
     """Submit through submitit and return its job handle."""
-    executor = submitit.AutoExecutor(folder=submission.folder, cluster=submission.executor,
-                                     slurm_max_num_timeout=submission.spec.requeue.max_restarts)
-    executor.update_parameters(**submission.parameters)
+    request = submission.request
+    executor: submitit.Executor
+    if submission.executor == "local":
+        executor = submitit.LocalExecutor(folder=submission.folder)
+        executor.update_parameters(tasks_per_node=request.launch_tasks, timeout_min=request.time_minutes,
+                                   setup=[*request.setup, *request.export_lines()])
+    else:
+        executor = submitit.SlurmExecutor(folder=submission.folder, max_num_timeout=0,
+                                          python=shlex.quote(request.python))
+        executor.update_parameters(**slurm_parameters(request))
     try:
         return executor.submit(submission.task)
     except subprocess.CalledProcessError as exc:
-        raise JobError(f"sbatch refused the job: {exc.output.decode(errors='replace') if exc.output else exc}") from None
+        said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
+        raise SchedulerError(f"sbatch refused the job: {said}") from None
+
+
+def printable(result: Any) -> Any:
+    """A rank's result for the terminal: per-epoch lists (the history) stay in the run's metrics file."""
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if not isinstance(v, list)}
+    return result
 
 
 def wait(job: submitit.Job) -> list[Any]:
-    """Wait for every task; a failed task becomes a JobError naming the job and its log."""
+    """Wait for every task; a failed job becomes a JobFailed naming its final state and its log."""
     try:
         return list(job.results())
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
         text = str(exc).strip().splitlines()
         tail = "\n".join(text[-15:])
-        raise JobError(f"job {job.job_id} failed (state {job.state}); log: {job.paths.stdout}\n{tail}") from None
+        raise JobFailed(f"job {job.job_id} failed (final state {final_state(job)}); log: {job.paths.stdout}\n{tail}") from None
 
+
+def final_state(job: submitit.Job) -> str:
+    """The job's terminal state as the scheduler reports it (not submitit's cached one)."""
+    if isinstance(job, submitit.SlurmJob):
+        from .job_control import wait_finished
+
+        try:
+            return wait_finished(str(job.job_id), poll_s=0.5, timeout_s=60).state
+        except HpcRunnerError:  # the scheduler could not tell: say what submitit last saw
+            return job.state
+    return job.state

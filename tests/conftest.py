@@ -42,15 +42,34 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture
-def fake_srun(tmp_path: Path) -> Path:
-    """A directory with an ``srun`` that records its argv (NUL-separated) and environment."""
-    bin_dir = tmp_path / "fakebin"
-    bin_dir.mkdir()
+# Fault drills wrap the emulator (tests/fixtures/drills.py): the job must find the tests package.
+DRILLS = ["--set", "entrypoint.function=tests.fixtures.drills:train", "--set", f"env.PYTHONPATH={ROOT}"]
+
+
+def entry_argv(output_dir: Path | str, function: str = "hpc_runner.demo.echo:run", mode: str = "gloo",
+               init_timeout_s: int = 300) -> list[str]:
+    """The entrypoint's argv for a function entry, made the way hpc_runner makes it (never by hand)."""
+    from hpc_runner.run_config import RunConfig
+    from hpc_runner.schema import FunctionEntry
+
+    return RunConfig(mode=mode, entry=FunctionEntry(function), output_dir=str(output_dir),
+                     init_timeout_s=init_timeout_s, data=None, max_restarts=0).to_argv()
+
+
+def make_fake_srun(folder: Path) -> Path:
+    """A directory with an ``srun`` that records its argv (NUL-separated) and environment: the one fake srun."""
+    bin_dir = folder / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
     srun = bin_dir / "srun"
     srun.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\nenv -0 > "$ENV_OUT"\n')
     srun.chmod(0o755)
     return bin_dir
+
+
+@pytest.fixture
+def fake_srun(tmp_path: Path) -> Path:
+    """The fake srun in this test's temporary folder."""
+    return make_fake_srun(tmp_path)
 
 
 def run_with_fake_srun(script: str, fake_bin: Path, tmp_path: Path) -> tuple[list[str], dict[str, str]]:

@@ -10,16 +10,12 @@ from pathlib import Path
 import pytest
 
 from hpc_runner import scaling
-from hpc_runner.errors import SpecError
-from hpc_runner.spec import from_mapping
+from hpc_runner.errors import InputError
 
 from .conftest import HPC_RUN, ROOT
 
-SPEC = from_mapping({"name": "s", "mode": "gloo", "ntasks_per_node": 2, "entrypoint": {"function": "a:b"}})
-
-
 def test_scaling_rows_compute_speedup_and_efficiency() -> None:
-    table = scaling.rows(SPEC, {1: 100.0, 2: 180.0, 4: 300.0})
+    table = scaling.rows(2, {1: 100.0, 2: 180.0, 4: 300.0})
     assert [(r.nodes, r.ranks) for r in table] == [(1, 2), (2, 4), (4, 8)]
     assert [round(r.speedup, 2) for r in table] == [1.0, 1.8, 3.0]
     assert [round(r.efficiency, 2) for r in table] == [1.0, 0.9, 0.75]
@@ -27,7 +23,7 @@ def test_scaling_rows_compute_speedup_and_efficiency() -> None:
 
 @pytest.mark.parametrize("text", ["", "1,x", "0,2", "-1"])
 def test_bad_sizes_are_rejected(text: str) -> None:
-    with pytest.raises(SpecError, match="--nodes"):
+    with pytest.raises(InputError, match="--nodes"):
         scaling.parse_sizes(text)
 
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import entry_argv
+
 pytestmark = pytest.mark.slow
 
 
 def entrypoint(env: dict[str, str], tmp_path: Path, timeout_s: int = 2) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "hpc_runner.entrypoint", "--mode=gloo", f"--output-dir={tmp_path}/out",
-         f"--init-timeout={timeout_s}", "--function=hpc_runner.demo.echo:run"],
+        [sys.executable, "-m", "hpc_runner.entrypoint", *entry_argv(tmp_path / "out", init_timeout_s=timeout_s)],
         env={**os.environ, "TORCH_CPP_LOG_LEVEL": "FATAL", **env}, capture_output=True, text=True, timeout=120)
     return result, time.monotonic() - started
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -13,15 +14,15 @@ import pytest
 import submitit
 import torch
 
-from hpc_runner import jobs
+from hpc_runner import job_control as jobs
 
-from .conftest import HPC_RUN, ROOT, render, sbatch
+from .conftest import DRILLS, HPC_RUN, ROOT, entry_argv, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 CHECK = str(ROOT / "jobs" / "check.yaml")
 ECHO = str(ROOT / "jobs" / "echo.yaml")
-TRAIN = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
+TRAIN = [*DRILLS, "--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
          "--set", "entrypoint.params.epochs=3", "--set", "entrypoint.params.hidden=16"]
 
 
@@ -88,8 +89,7 @@ def test_a_dead_rank_ends_the_whole_job_quickly(testbed: dict[str, str], tmp_pat
 
 def test_entrypoint_in_the_batch_shell_fails_at_once(testbed: dict[str, str], tmp_path: Path) -> None:
     script = ("#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --output=noshell-%j.out\n"
-              f"{sys.executable} -m hpc_runner.entrypoint --mode=gloo --output-dir={tmp_path}/out "
-              "--function=hpc_runner.demo.echo:run\n")
+              f"{sys.executable} -m hpc_runner.entrypoint {shlex.join(entry_argv(tmp_path / 'out'))}\n")
     job_id = sbatch(script, testbed, tmp_path)
     final = jobs.wait_finished(job_id, poll_s=0.5, timeout_s=120)
     text = (tmp_path / f"noshell-{job_id}.out").read_text()
@@ -132,7 +132,7 @@ def test_fifty_jobs_back_to_back_none_lost_or_mixed(testbed: dict[str, str], tmp
 
 
 def test_submitit_job_requeued_on_signal_resumes_bitwise_equal(testbed: dict[str, str], tmp_path: Path) -> None:
-    """hpc-run submit: submitit's checkpoint/requeue on USR2, then resume from the run's checkpoint."""
+    """hpc-run submit: the same signal as a rendered script (USR1), a checkpoint mid-epoch, one requeue, resume."""
     handles = {}
     for name in ("ref", "int"):
         result = subprocess.run([HPC_RUN, "submit", EMULATOR, "--executor", "slurm", "--nodes", "2", *TRAIN,
@@ -143,11 +143,12 @@ def test_submitit_job_requeued_on_signal_resumes_bitwise_equal(testbed: dict[str
                          Path(re.search(r"logs: (\S+)", result.stdout).group(1)))
     job_id, log = handles["int"]
     wait_for_line(log, r"epoch 1/3 - train")
-    subprocess.run(["scancel", "--signal=USR2", job_id], env=testbed, check=True)
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=testbed, check=True)
     for jid, path in handles.values():
         results = submitit.SlurmJob(folder=path.parent, job_id=jid).results()
         assert results[0]["world_size"] == 2
-    assert "resuming from" in log.read_text()
+    text = log.read_text()
+    assert "stopping at epoch" in text and "requeueing job" in text and "resuming from" in text, text
     a, b = weights(tmp_path / "ref" / "checkpoint.pt"), weights(tmp_path / "int" / "checkpoint.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "int" / "metrics.json").read_text())["restart_count"] == 1

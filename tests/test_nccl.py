@@ -16,7 +16,13 @@ from hpc_runner.errors import LaunchError
 from hpc_runner.run_config import RunConfig
 from hpc_runner.spec import FunctionEntry
 
-CONFIG = RunConfig(mode="nccl", entry=FunctionEntry("hpc_runner.demo.echo:run"), output_dir="out")
+
+
+def config(mode: str, entry: FunctionEntry, output_dir: str) -> RunConfig:
+    return RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=60, data=None, max_restarts=0)
+
+
+CONFIG = config("nccl", FunctionEntry("hpc_runner.demo.echo:run"), "out")
 
 
 def env(local_rank: int) -> DistEnv:
@@ -49,7 +55,7 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch: pytest.MonkeyPat
 
 def test_gloo_and_threading_stay_on_cpu() -> None:
     for mode in ("gloo", "threading"):
-        assert entrypoint._device(RunConfig(mode=mode, entry=CONFIG.entry, output_dir="o"), env(1)) == torch.device("cpu")
+        assert entrypoint._device(config(mode, CONFIG.entry, "o"), env(1)) == torch.device("cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA; the failure path is for CPU-only hosts")
@@ -63,9 +69,8 @@ def test_nccl_entrypoint_on_a_cpu_host_exits_1_with_the_reason(tmp_path: Path) -
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is visible here")
 def test_ddp_step_on_cuda_through_the_entrypoint(tmp_path: Path) -> None:
-    config = RunConfig(mode="nccl", entry=FunctionEntry("hpc_runner.demo.check:run", {"sizes_kib": [1, 1024]}),
-                       output_dir=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], cwd=tmp_path,
+    on_gpu = config("nccl", FunctionEntry("hpc_runner.demo.check:run", {"sizes_kib": [1, 1024]}), str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *on_gpu.to_argv()], cwd=tmp_path,
                             env={**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
                                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"},
                             capture_output=True, text=True, timeout=300)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_runner import render, spec
+from hpc_runner import render, request, spec
 from hpc_runner.run_config import RunConfig
 
 from .conftest import JOBS, ROOT, run_with_fake_srun
@@ -26,8 +26,17 @@ MODE_OVERRIDES = {
 CASES = [(job, mode) for job in JOBS for mode in MODE_OVERRIDES]
 
 
+# Golden files hold no path of this machine: the request is built as if from this folder and venv.
+SUBMIT_DIR = "/home/user/project"
+PYTHON = "/home/user/project/.venv/bin/python"
+
+
+def build(job: spec.JobSpec) -> request.JobRequest:
+    return request.build(job, cwd=SUBMIT_DIR, python=PYTHON)
+
+
 def rendered(job: Path, mode: str) -> str:
-    return render.render(spec.load(job, MODE_OVERRIDES[mode]))
+    return render.render(build(spec.load(job, MODE_OVERRIDES[mode])))
 
 
 @pytest.mark.parametrize(("job", "mode"), CASES, ids=[f"{j.stem}-{m}" for j, m in CASES])
@@ -54,14 +63,14 @@ def test_script_passes_bash_n_and_shellcheck(job: Path, mode: str, tmp_path: Pat
 
 
 def test_header_states_resource_math() -> None:
-    text = render.render(spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("nodes", 4)]))
+    text = render.render(build(spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("nodes", 4)])))
     assert "#SBATCH --nodes=4" in text
     assert "4 node(s) x 1 task(s) = 4 rank(s); 1 thread(s) per rank; 4 core(s) in total" in text
     assert "8192 samples / 4 rank(s) = 2048 samples per rank; batch 64 per rank -> 32 steps per epoch; effective batch 256" in text
 
 
 def test_srun_gets_cpus_per_task_explicitly() -> None:
-    text = render.render(spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("cpus_per_task", 2)]))
+    text = render.render(build(spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("cpus_per_task", 2)])))
     assert "--cpus-per-task=2" in text.split("srun ", 1)[1]
     assert "export OMP_NUM_THREADS=2" in text
 
@@ -79,22 +88,23 @@ HOSTILE = ["a'; echo pwned", "$(touch /tmp/hpc_runner_pwned)", "`id`", "x && y",
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_strings_round_trip_through_a_real_shell(value: str, tmp_path: Path, fake_srun: Path) -> None:
-    job = spec.from_mapping({
+    job = build(spec.from_mapping({
         "name": "hostile", "mode": "gloo", "nodes": 2,
         "env": {"USER_VALUE": value},
         "output_dir": f"out/{value}",
         "entrypoint": {"script": f"train {value}.py", "args": [value, "--lr", value]},
-    })
+    }))
     argv, environ = run_with_fake_srun(render.render(job), fake_srun, tmp_path)
     assert environ["USER_VALUE"] == value
     program = argv[argv.index("hpc_runner.entrypoint") + 1:]
-    assert RunConfig.from_argv(program) == RunConfig.from_spec(job)
+    assert RunConfig.from_argv(program) == job.config
+    assert job.config.output_dir == os.path.normpath(f"{SUBMIT_DIR}/out/{value}")
     assert not Path("/tmp/hpc_runner_pwned").exists()
 
 
 def test_hostile_params_round_trip(tmp_path: Path, fake_srun: Path) -> None:
     params = {"text": "'; rm -rf / #", "nested": {"k": "$(id)"}, "list": ["`x`", 1, 2.5, None, True]}
-    job = spec.from_mapping({"name": "p", "mode": "gloo", "entrypoint": {"function": "a.b:c", "params": params}})
+    job = build(spec.from_mapping({"name": "p", "mode": "gloo", "entrypoint": {"function": "a.b:c", "params": params}}))
     argv, _ = run_with_fake_srun(render.render(job), fake_srun, tmp_path)
     config = RunConfig.from_argv(argv[argv.index("hpc_runner.entrypoint") + 1:])
     assert config.entry.params == params

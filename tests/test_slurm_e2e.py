@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_runner import jobs
+from hpc_runner import job_control as jobs
 
-from .conftest import HPC_RUN, ROOT, hpc_run, render, sbatch
+from .conftest import DRILLS, HPC_RUN, ROOT, hpc_run, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 CHECK = str(ROOT / "jobs" / "check.yaml")
@@ -109,7 +109,7 @@ def test_users_torchrun_style_script_runs_unchanged(testbed: dict[str, str], tmp
 
 def test_cancel_reports_cancelled_and_nothing_hangs(testbed: dict[str, str], tmp_path: Path) -> None:
     script = hpc_run(["render", EMULATOR, "--mode", "gloo", "--nodes", "2", "--set", f"output_dir={tmp_path}/out",
-                      "--set", "entrypoint.params.epochs=100", "--set", "entrypoint.params.step_sleep=0.05"], testbed, tmp_path)
+                      "--set", "entrypoint.params.epochs=100", "--set", "entrypoint.params.step_sleep=0.05", *DRILLS], testbed, tmp_path)
     job_id = sbatch(script.stdout, testbed, tmp_path)
     deadline = time.monotonic() + 60
     while jobs.status(job_id).state != "RUNNING":

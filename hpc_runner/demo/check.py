@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import JobError
+from ..errors import JobFailed
 
 DEFAULT_SIZES_KIB = (1, 16, 256, 4096, 65536)
 
@@ -74,7 +74,7 @@ def run(ctx: Any, sizes_kib: list[int] | None = None, iterations: int = 20) -> d
         print(format_report(result), flush=True)
         (ctx.output_dir / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     if not (result["all_reduce_ok"] and result["broadcast_ok"]):
-        raise JobError(f"rank {ctx.env.rank}: a collective returned a wrong result: {result}")
+        raise JobFailed(f"rank {ctx.env.rank}: a collective returned a wrong result: {result}")
     return result
 
 

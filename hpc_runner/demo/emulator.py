@@ -1,12 +1,16 @@
-"""The seed-004 emulator: an MLP regression on synthetic data, sharded and trained with DDP."""
+"""The demo emulator: an MLP regression on synthetic data, sharded and trained with DDP.
+
+An example to copy: a plain training loop with sharded loading, one checkpoint writer, resume,
+and a stop for requeue that every rank agrees on.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import checkpoint
 from ..data import audit_loader, shard_loader, synthetic_regression
 from ..errors import LaunchError
-from ..layout import data_plan
+from ..data_plan import data_plan
 
 log = logging.getLogger(__name__)
 IN_DIM, OUT_DIM = 8, 4
@@ -67,97 +71,124 @@ def _save_plot(history: list[dict[str, float]], path: Path) -> bool:
     return True
 
 
-def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: int = 0,
-          dtype: str = "float32", step_sleep: float = 0.0, die_rank: int = -1, die_at_step: int = -1) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """What one training run holds between epochs."""
+
+    model: nn.Module
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    ckpt_path: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+    start_step: int = 0
+
+    def save(self, ctx: Any, epoch: int, step: int) -> None:
+        """Rank 0 writes the checkpoint atomically while the others wait."""
+        ctx.barrier()
+        if ctx.is_main:
+            checkpoint.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                    "epoch": epoch, "step": step, "history": self.history}, self.ckpt_path)
+        ctx.barrier()
+
+
+def _start(ctx: Any, hidden: int, lr: float, seed: int, dtype: torch.dtype) -> _Run:
+    """Build the model and optimizer; resume from the run's checkpoint where there is one."""
+    model = build_model(hidden, seed, dtype).to(ctx.device)
+    ddp = DistributedDataParallel(model) if ctx.distributed else model
+    run = _Run(model=model, ddp=ddp, optimizer=torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.9),
+               ckpt_path=ctx.output_dir / checkpoint.CHECKPOINT_NAME)
+    state = checkpoint.load(run.ckpt_path)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.start_epoch, run.start_step, run.history = state["epoch"], state["step"], state["history"]
+        ctx.print(f"resuming from {run.ckpt_path}: epoch {run.start_epoch + 1}, step {run.start_step} "
+                  f"(restart {ctx.restart_count})")
+    return run
+
+
+def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: int = 0, dtype: str = "float32",
+          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train, checkpoint every epoch (rank 0, atomically), resume from the latest checkpoint.
 
-    ``step_sleep`` slows steps down and ``die_rank``/``die_at_step`` SIGKILL one rank: both exist
-    for fault drills (a dead rank, a preemption) on small machines.
+    ``after_step(global_step)`` is called after every optimizer step (fault drills hook in there).
     """
     data = ctx.config.data
     if data is None:
         raise LaunchError("the emulator needs 'data' in the job spec: samples and batch_size")
-    env, distributed = ctx.env, ctx.distributed
     torch_dtype = DTYPES[dtype]
     train_set = synthetic_regression(data.samples, IN_DIM, OUT_DIM, seed, split=0, dtype=torch_dtype)
     val_set = synthetic_regression(max(data.val_samples, 1), IN_DIM, OUT_DIM, seed, split=1, dtype=torch_dtype)
-    loader = shard_loader(train_set, data.batch_size, env.rank, env.world_size, shuffle=True, seed=seed)
-    val_loader = shard_loader(val_set, 1024, env.rank, env.world_size, shuffle=False)
-    plan = data_plan(data.samples, data.batch_size, env.world_size)
-    assert len(loader) == plan.steps_per_epoch, (len(loader), plan)  # layout.py and torch agree
-
-    model = build_model(hidden, seed, torch_dtype).to(ctx.device)
-    ddp = DistributedDataParallel(model) if distributed else model
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.9)
-    loss_fn = nn.MSELoss()
-
-    ckpt_path = ctx.output_dir / checkpoint.CHECKPOINT_NAME
-    state = checkpoint.load(ckpt_path)
-    start_epoch, start_step, history = 0, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step, history = state["epoch"], state["step"], state["history"]
-        ctx.print(f"resuming from {ckpt_path}: epoch {start_epoch + 1}, step {start_step} "
-                  f"(restart {ctx.restart_count})")
-
-    ctx.print(f"world size {env.world_size}; samples per rank {plan.samples_per_rank}; "
+    loader = shard_loader(train_set, data.batch_size, ctx.env.rank, ctx.env.world_size, shuffle=True, seed=seed)
+    val_loader = shard_loader(val_set, 1024, ctx.env.rank, ctx.env.world_size, shuffle=False)
+    plan = data_plan(data.samples, data.batch_size, ctx.env.world_size)
+    assert len(loader) == plan.steps_per_epoch, (len(loader), plan)  # data_plan.py and torch agree
+    run = _start(ctx, hidden, lr, seed, torch_dtype)
+    ctx.print(f"world size {ctx.env.world_size}; samples per rank {plan.samples_per_rank}; "
               f"steps per epoch {plan.steps_per_epoch}; effective batch {plan.effective_batch}")
-
-    def save(epoch: int, step: int) -> None:
-        ctx.barrier()
-        if ctx.is_main:
-            checkpoint.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "epoch": epoch, "step": step, "history": history}, ckpt_path)
-        ctx.barrier()
-
     # Throughput after warm-up: the first epoch of this run (imports, allocator, first
     # collectives) is left out when there is more than one.
     timed_samples, timed_seconds = 0, 0.0
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(run.start_epoch, epochs):
         loader.sampler.set_epoch(epoch)
-        if data.audit and epoch == start_epoch:
+        if data.audit and epoch == run.start_epoch:
             audit_loader(loader, len(train_set))
-        ddp.train()
-        total, count = 0.0, 0
-        skip = start_step if epoch == start_epoch else 0
-        progress = _progress(ctx, plan.steps_per_epoch, epoch, epochs)
-        epoch_started, epoch_samples = time.perf_counter(), 0
-        for step, (x, y) in enumerate(loader):
-            if step < skip:
-                progress.update(1)
-                continue
-            x, y = x.to(ctx.device), y.to(ctx.device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(ddp(x), y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-            epoch_samples += len(x)
-            progress.update(1)
-            if step_sleep:
-                time.sleep(step_sleep)
-            if env.rank == die_rank and epoch * plan.steps_per_epoch + step == die_at_step:
-                print(f"rank {env.rank}: fault drill, killing myself at step {die_at_step}", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            if (step + 1) % STOP_CHECK_EVERY == 0 and ctx.stop_requested():
-                progress.close()
-                save(epoch, step + 1)
-                ctx.print(f"stopping at epoch {epoch + 1} step {step + 1} for a requeue; checkpoint saved")
-                return {"stopped": True, "epoch": epoch, "step": step + 1}
-        progress.close()
-        if epoch > start_epoch or epochs - start_epoch == 1:
-            timed_samples += epoch_samples
-            timed_seconds += time.perf_counter() - epoch_started
-        train_loss = _mean_across_ranks(total, count, distributed)
-        val_loss = _evaluate(ddp, val_loader, loss_fn, ctx.device, distributed)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
-        ctx.print(f"epoch {epoch + 1}/{epochs} - train {train_loss:.6f}, val {val_loss:.6f}")
-        save(epoch + 1, 0)
-    throughput = _mean_across_ranks(timed_samples, 1, distributed) * env.world_size / max(timed_seconds, 1e-9)
+        started = time.perf_counter()
+        stopped_at, total, count = _train_epoch(ctx, run, loader, epoch, epochs, plan.steps_per_epoch, after_step)
+        if stopped_at is not None:
+            run.save(ctx, epoch, stopped_at)
+            ctx.print(f"stopping at epoch {epoch + 1} step {stopped_at} for a requeue; checkpoint saved")
+            return {"stopped": True, "epoch": epoch, "step": stopped_at}
+        if epoch > run.start_epoch or epochs - run.start_epoch == 1:
+            timed_samples += count
+            timed_seconds += time.perf_counter() - started
+        _end_epoch(ctx, run, val_loader, epoch, epochs, total, count)
+    throughput = _mean_across_ranks(timed_samples, 1, ctx.distributed) * ctx.env.world_size / max(timed_seconds, 1e-9)
+    return _finish(ctx, run, plan, epochs, throughput)
+
+
+def _train_epoch(ctx: Any, run: _Run, loader: Any, epoch: int, epochs: int, steps: int,
+                 after_step: Callable[[int], None] | None) -> tuple[int | None, float, int]:
+    """One epoch (or its rest, after a resume); returns (step it stopped at for a requeue, loss sum, samples)."""
+    loss_fn = nn.MSELoss()
+    run.ddp.train()
+    total, count = 0.0, 0
+    skip = run.start_step if epoch == run.start_epoch else 0
+    progress = _progress(ctx, steps, epoch, epochs)
+    for step, (x, y) in enumerate(loader):
+        progress.update(1)
+        if step < skip:
+            continue
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(run.ddp(x), y)
+        loss.backward()
+        run.optimizer.step()
+        total += float(loss.detach()) * len(x)
+        count += len(x)
+        if after_step is not None:
+            after_step(epoch * steps + step)
+        if (step + 1) % STOP_CHECK_EVERY == 0 and ctx.stop_requested():
+            progress.close()
+            return step + 1, total, count
+    progress.close()
+    return None, total, count
+
+
+def _end_epoch(ctx: Any, run: _Run, val_loader: Any, epoch: int, epochs: int, total: float, count: int) -> None:
+    train_loss = _mean_across_ranks(total, count, ctx.distributed)
+    val_loss = _evaluate(run.ddp, val_loader, nn.MSELoss(), ctx.device, ctx.distributed)
+    run.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
+    ctx.print(f"epoch {epoch + 1}/{epochs} - train {train_loss:.6f}, val {val_loss:.6f}")
+    run.save(ctx, epoch + 1, 0)
+
+
+def _finish(ctx: Any, run: _Run, plan: Any, epochs: int, throughput: float) -> dict[str, Any]:
+    """Metrics on every rank; rank 0 writes metrics.json and the loss plot."""
+    history = run.history
     metrics = {
-        "world_size": env.world_size,
+        "world_size": ctx.env.world_size,
         "steps_per_epoch": plan.steps_per_epoch,
         "samples_per_rank": plan.samples_per_rank,
         "effective_batch": plan.effective_batch,
@@ -171,7 +202,7 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
     if ctx.is_main:
         (ctx.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _save_plot(history, ctx.output_dir / "loss.png")
-        ctx.print(f"wrote {ctx.output_dir / 'metrics.json'}, {ctx.output_dir / 'loss.png'} and {ckpt_path}")
+        ctx.print(f"wrote {ctx.output_dir / 'metrics.json'}, {ctx.output_dir / 'loss.png'} and {run.ckpt_path}")
     return metrics
 
 

@@ -1,15 +1,15 @@
 #!/bin/bash
 # hpc_runner job echo: mode gloo, launcher torchrun
 # resources: 2 node(s) x 2 task(s) = 4 rank(s); 1 thread(s) per rank; 4 core(s) in total
+#SBATCH --cpus-per-task=1
 #SBATCH --job-name=echo
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=2
-#SBATCH --cpus-per-task=1
-#SBATCH --time=00:05:00
-#SBATCH --output=echo-%j.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@60
+#SBATCH --output=echo-%j.out
 #SBATCH --requeue
+#SBATCH --signal=USR1@60
+#SBATCH --time=00:05:00
 set -euo pipefail
 
 # setup from the job spec
@@ -23,4 +23,4 @@ export MKL_NUM_THREADS=1
 # master address (the first node's NodeAddr) and a port derived from the job id.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=2 \
-  python3 -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=runs/echo --init-timeout=300 --max-restarts=3 --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=/home/user/project/runs/echo --init-timeout-s=300 --max-restarts=3 --data=null --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'

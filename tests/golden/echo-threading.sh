@@ -1,15 +1,15 @@
 #!/bin/bash
 # hpc_runner job echo: mode threading, launcher srun
 # resources: 1 node(s) x 1 task(s) = 1 rank(s); 1 thread(s) per rank; 1 core(s) in total
+#SBATCH --cpus-per-task=1
 #SBATCH --job-name=echo
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=1
-#SBATCH --time=00:05:00
-#SBATCH --output=echo-%j.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@60
+#SBATCH --output=echo-%j.out
 #SBATCH --requeue
+#SBATCH --signal=USR1@60
+#SBATCH --time=00:05:00
 set -euo pipefail
 
 # setup from the job spec
@@ -21,4 +21,4 @@ export MKL_NUM_THREADS=1
 # threading: one process on one node, torch uses OMP_NUM_THREADS threads; no process group.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode=threading --output-dir=runs/echo --init-timeout=300 --max-restarts=3 --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=threading --output-dir=/home/user/project/runs/echo --init-timeout-s=300 --max-restarts=3 --data=null --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'

@@ -2,15 +2,15 @@
 # hpc_runner job emulator: mode gloo, launcher torchrun
 # resources: 2 node(s) x 2 task(s) = 4 rank(s); 1 thread(s) per rank; 4 core(s) in total
 # data: 8192 samples / 4 rank(s) = 2048 samples per rank; batch 64 per rank -> 32 steps per epoch; effective batch 256
+#SBATCH --cpus-per-task=1
 #SBATCH --job-name=emulator
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=2
-#SBATCH --cpus-per-task=1
-#SBATCH --time=00:20:00
-#SBATCH --output=emulator-%j.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@60
+#SBATCH --output=emulator-%j.out
 #SBATCH --requeue
+#SBATCH --signal=USR1@60
+#SBATCH --time=00:20:00
 set -euo pipefail
 
 # setup from the job spec
@@ -24,4 +24,4 @@ export MKL_NUM_THREADS=1
 # master address (the first node's NodeAddr) and a port derived from the job id.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=2 \
-  python3 -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=runs/emulator --init-timeout=300 --max-restarts=3 --samples=8192 --batch-size=64 --val-samples=1024 --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=/home/user/project/runs/emulator --init-timeout-s=300 --max-restarts=3 '--data={"audit": true, "batch_size": 64, "samples": 8192, "val_samples": 1024}' --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'

@@ -2,16 +2,16 @@
 # hpc_runner job emulator: mode nccl, launcher srun
 # resources: 2 node(s) x 4 task(s) = 8 rank(s); 1 thread(s) per rank; 8 core(s) in total; 4 GPU(s) per node, one per rank
 # data: 8192 samples / 8 rank(s) = 1024 samples per rank; batch 64 per rank -> 16 steps per epoch; effective batch 512
+#SBATCH --cpus-per-task=1
+#SBATCH --gpus-per-node=4
 #SBATCH --job-name=emulator
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
-#SBATCH --cpus-per-task=1
-#SBATCH --time=00:20:00
-#SBATCH --output=emulator-%j.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@60
+#SBATCH --output=emulator-%j.out
 #SBATCH --requeue
-#SBATCH --gpus-per-node=4
+#SBATCH --signal=USR1@60
+#SBATCH --time=00:20:00
 set -euo pipefail
 
 # setup from the job spec
@@ -26,4 +26,4 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 # with a clear message where CUDA or enough GPUs are missing.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode=nccl --output-dir=runs/emulator --init-timeout=300 --max-restarts=3 --samples=8192 --batch-size=64 --val-samples=1024 --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=nccl --output-dir=/home/user/project/runs/emulator --init-timeout-s=300 --max-restarts=3 '--data={"audit": true, "batch_size": 64, "samples": 8192, "val_samples": 1024}' --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'

@@ -2,15 +2,15 @@
 # hpc_runner job emulator: mode threading, launcher srun
 # resources: 1 node(s) x 1 task(s) = 1 rank(s); 1 thread(s) per rank; 1 core(s) in total
 # data: 8192 samples / 1 rank(s) = 8192 samples per rank; batch 64 per rank -> 128 steps per epoch; effective batch 64
+#SBATCH --cpus-per-task=1
 #SBATCH --job-name=emulator
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=1
-#SBATCH --time=00:20:00
-#SBATCH --output=emulator-%j.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@60
+#SBATCH --output=emulator-%j.out
 #SBATCH --requeue
+#SBATCH --signal=USR1@60
+#SBATCH --time=00:20:00
 set -euo pipefail
 
 # setup from the job spec
@@ -22,4 +22,4 @@ export MKL_NUM_THREADS=1
 # threading: one process on one node, torch uses OMP_NUM_THREADS threads; no process group.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=1 \
-  python3 -u -m hpc_runner.entrypoint --mode=threading --output-dir=runs/emulator --init-timeout=300 --max-restarts=3 --samples=8192 --batch-size=64 --val-samples=1024 --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=threading --output-dir=/home/user/project/runs/emulator --init-timeout-s=300 --max-restarts=3 '--data={"audit": true, "batch_size": 64, "samples": 8192, "val_samples": 1024}' --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'

@@ -1,4 +1,4 @@
-"""Resource math: ranks, threads and how a data set splits across ranks (pure, no torch)."""
+"""How a data set splits across ranks: samples and steps per rank, effective batch (pure, no torch)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,3 @@ def data_plan(samples: int, batch_size: int, world_size: int) -> DataPlan:
         steps_per_epoch=math.ceil(per_rank / batch_size),
         effective_batch=batch_size * world_size,
     )
-
-
-def format_time(minutes: int) -> str:
-    """Minutes as SLURM's ``D-HH:MM:SS`` (``HH:MM:SS`` under a day)."""
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    clock = f"{hours:02d}:{mins:02d}:00"
-    return f"{days}-{clock}" if days else clock

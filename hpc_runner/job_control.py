@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import JobError, SpecError
+from .errors import InputError, JobFailed, SchedulerError
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE")
@@ -35,7 +35,7 @@ class JobStatus:
 def check_job_id(job_id: str) -> str:
     """Job ids are digits (``123`` or an array task ``123_4``)."""
     if not _JOB_ID.match(job_id):
-        raise SpecError(f"{job_id!r} is not a SLURM job id (expected digits such as 1234 or 1234_5)")
+        raise InputError(f"{job_id!r} is not a SLURM job id (expected digits such as 1234 or 1234_5)")
     return job_id
 
 
@@ -43,9 +43,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
-        raise JobError(f"{argv[0]} not found: is this a SLURM login node? (make cluster-up starts a testbed)") from None
+        raise SchedulerError(f"{argv[0]} not found: is this a SLURM login node? (make cluster-up starts a testbed)") from None
     except subprocess.TimeoutExpired:
-        raise JobError(f"{' '.join(argv)} did not answer within 60 s; is slurmctld up?") from None
+        raise SchedulerError(f"{' '.join(argv)} did not answer within 60 s; is slurmctld up?") from None
 
 
 def _from_scontrol(job_id: str) -> JobStatus | None:
@@ -72,7 +72,7 @@ def status(job_id: str) -> JobStatus:
     matching = [row for row in rows if len(row) == 5 and row[0] == job_id]
     if matching:
         return JobStatus(*matching[-1])
-    raise JobError(f"SLURM knows no job {job_id} (scontrol and sacct are empty)")
+    raise InputError(f"SLURM knows no job {job_id} (scontrol and sacct are empty)")
 
 
 def wait_finished(job_id: str, poll_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:
@@ -83,7 +83,7 @@ def wait_finished(job_id: str, poll_s: float = 1.0, timeout_s: float | None = No
         if current.finished:
             return current
         if deadline is not None and time.monotonic() > deadline:
-            raise JobError(f"job {job_id} still {current.state} after {timeout_s:.0f} s")
+            raise JobFailed(f"job {job_id} still {current.state} after {timeout_s:.0f} s")
         time.sleep(poll_s)
 
 
@@ -92,7 +92,7 @@ def cancel(job_id: str) -> None:
     check_job_id(job_id)
     out = _run(["scancel", job_id])
     if out.returncode != 0:
-        raise JobError(f"scancel {job_id} failed: {out.stderr.strip()}")
+        raise SchedulerError(f"scancel {job_id} failed: {out.stderr.strip()}")
 
 
 def log_path(job_id: str) -> Path:
@@ -101,16 +101,19 @@ def log_path(job_id: str) -> Path:
     out = _run(["scontrol", "show", "job", "-o", job_id])
     match = re.search(r"\bStdOut=(\S+)", out.stdout)
     if out.returncode != 0 or not match:
-        raise JobError(f"no log known for job {job_id}: {out.stderr.strip() or 'scontrol shows no StdOut'}\n"
+        raise InputError(f"no log known for job {job_id}: {out.stderr.strip() or 'scontrol shows no StdOut'}\n"
                        "  hint: SLURM forgets finished jobs after MinJobAge; look for *-<jobid>.out in the submit directory")
     return Path(match.group(1))
 
 
 def rank_log_path(job_id: str, rank: int) -> Path:
-    """submitit writes one file per task (``<job>_<task>_log.out``); rendered scripts label lines instead."""
+    """A submitit job's log of one task (submitit's own naming); a rendered script's single labelled log."""
+    from submitit.core.utils import JobPaths
+
     path = log_path(job_id)
-    per_task = path.with_name(path.name.replace(f"{job_id}_0_log", f"{job_id}_{rank}_log"))
-    return per_task if per_task != path else path
+    if path.name != JobPaths(path.parent, job_id=job_id, task_id=0).stdout.name:
+        return path  # a rendered script: one log, lines labelled by srun
+    return JobPaths(path.parent, job_id=job_id, task_id=rank).stdout
 
 
 def select_rank(lines: Iterator[str], rank: int | None) -> Iterator[str]:
@@ -140,3 +143,17 @@ def follow(path: Path, done: Callable[[], bool], poll_s: float = 0.5) -> Iterato
             finished = done()
             if not finished:
                 time.sleep(poll_s)
+
+
+def log_lines(job_id: str, rank: int | None, follow_: bool) -> Iterator[str]:
+    """JOB_ID's log lines, of one rank where ``rank`` is given, until the job ends where ``follow_``."""
+    path = log_path(job_id)
+    per_task = rank_log_path(job_id, rank) if rank is not None else path
+    labelled = rank if per_task == path else None  # a per-task file holds one rank already
+    if follow_:
+        lines: Iterator[str] = follow(per_task, lambda: status(job_id).finished)
+    else:
+        if not per_task.exists():
+            raise InputError(f"log {per_task} does not exist (yet)")
+        lines = iter(per_task.read_text(errors="replace").splitlines(keepends=True))
+    return select_rank(lines, labelled)

@@ -1,0 +1,91 @@
+"""What submitit runs on each launch task: the request's program, as a child, exactly as srun would.
+
+The child is the rank (or, with the torchrun launcher, the node's torchrun); this wrapper only
+supervises it. It survives the time-limit signal (the child handles it), leaves no result when
+SLURM stops the job (a requeue or a cancel: SLURM's state is the truth), and reads back the
+rank's return value from the small JSON file the entrypoint writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobFailed
+
+if TYPE_CHECKING:
+    from .request import JobRequest
+
+# A path with "{rank}" in it: each rank's entrypoint writes {"result", "error", "requeue"} there as JSON.
+RESULT_FILE_VAR = "HPC_RUNNER_RESULT_FILE"
+REQUEUE_GRACE_S = 600  # how long a task whose job asked for a requeue waits for SLURM to stop it
+
+
+def local_variables(request: JobRequest, index: int, port: int) -> dict[str, str]:
+    """torchrun-style variables for launch task ``index`` of a local run (127.0.0.1, nodes emulated)."""
+    per_node = request.tasks_per_node
+    variables = {"RANK": str(index), "WORLD_SIZE": str(request.launch_tasks), "LOCAL_RANK": str(index % per_node),
+                 "LOCAL_WORLD_SIZE": str(per_node), "GROUP_RANK": str(index // per_node),
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if request.launcher == "torchrun":  # one torchrun per emulated node shares its cores among its ranks
+        variables["OMP_NUM_THREADS"] = str(int(dict(request.env)["OMP_NUM_THREADS"]) * request.ranks_per_node)
+    return variables
+
+
+def without_slurm(environ: dict[str, str]) -> dict[str, str]:
+    """The environment less what a surrounding SLURM allocation or step left behind."""
+    return {k: v for k, v in environ.items() if not k.startswith(("SLURM_", "SLURMD_", "SRUN_"))}
+
+
+@dataclass(frozen=True)
+class LaunchTask:
+    """The picklable callable submitit runs once per launch task."""
+
+    program: tuple[str, ...]
+    signal: str
+    ranks_per_task: int  # 1, or the ranks of one node's torchrun
+    local: JobRequest | None = None  # set under the local executor
+    local_port: int | None = None
+
+    def __call__(self) -> Any:
+        import submitit
+
+        job_env = submitit.JobEnvironment()
+        index = job_env.global_rank
+        environ = dict(os.environ)
+        if self.local is not None:
+            environ = without_slurm(environ) | local_variables(self.local, index, self.local_port or 0)
+        template = str(Path(job_env.paths.folder) / f"{job_env.job_id}_rank{{rank}}_result.json")
+        ranks = range(index * self.ranks_per_task, (index + 1) * self.ranks_per_task)
+        files = [Path(template.replace("{rank}", str(rank))) for rank in ranks]
+        for path in files:
+            path.unlink(missing_ok=True)
+        environ[RESULT_FILE_VAR] = template
+        signal.signal(getattr(signal, f"SIG{self.signal}"), lambda *_: None)  # the child acts on it
+        stopped: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
+        code = subprocess.run(self.program, env=environ, check=False).returncode
+        if code < 0 or stopped:
+            os._exit(128 + (-code if code < 0 else signal.SIGTERM))  # SLURM stopped the job: no result
+        return _outcome(files, code, ranks.start)
+
+
+def _outcome(files: list[Path], code: int, first_rank: int) -> Any:
+    outcomes = [json.loads(path.read_text()) if path.exists() else {} for path in files]
+    if code != 0:
+        errors = [o["error"] for o in outcomes if o.get("error")]
+        reason = errors[0] if errors else f"exit code {code}; the log says why"
+        raise JobFailed(f"rank {first_rank + next((i for i, o in enumerate(outcomes) if o.get('error')), 0)} failed: {reason}")
+    if any(o.get("requeue") for o in outcomes):
+        # The job asked SLURM for a requeue: SLURM will stop this task; leaving a result now would
+        # make submitit report the job finished before its rerun.
+        time.sleep(REQUEUE_GRACE_S)
+        raise JobFailed(f"rank {first_rank}: a requeue was requested but SLURM did not stop the job "
+                        f"within {REQUEUE_GRACE_S} s")
+    return outcomes[0].get("result")

@@ -1,0 +1,148 @@
+"""One job, materialised once from a validated spec: everything SLURM and every rank will see.
+
+``render`` prints a JobRequest as an sbatch script; ``submit`` hands the same request to submitit
+(its directives, setup lines, srun arguments and launch program). Nothing downstream decides
+anything about the job again. Pure: no torch, no subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+
+from .data_plan import data_plan
+from .run_config import RunConfig
+from .schema import JobSpec
+from .slurm_time import format_time
+
+ENTRYPOINT_MODULE = "hpc_runner.entrypoint"
+TORCHRUN_MODULE = "hpc_runner.torchrun_launch"
+
+Directive = tuple[str, "str | None"]  # ("nodes", "4"); ("requeue", None) is a bare flag
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job as SLURM and the ranks see it, with every value final (rendering only formats)."""
+
+    name: str
+    mode: str
+    launcher: str
+    summary: tuple[str, ...]               # the resource math, for humans
+    directives: tuple[Directive, ...]      # sorted by key; what #SBATCH lines say
+    setup: tuple[str, ...]                 # the user's own shell lines, run before the ranks start
+    env: tuple[tuple[str, str], ...]       # exported to every rank, in this order
+    srun: tuple[str, ...]                  # srun's options (the word "srun" not included)
+    program: tuple[str, ...]               # what srun starts on each launch task
+    python: str                            # the interpreter that runs the ranks
+    output_dir: str                        # absolute: checkpoints, metrics, plots
+    nodes: int
+    tasks_per_node: int                    # launch tasks per node: ranks (srun) or 1 (one torchrun per node)
+    ranks_per_node: int
+    time_minutes: int
+    signal: str                            # the time-limit warning our entrypoint handles
+    config: RunConfig                      # what the program's argv says, as an object
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in the whole job."""
+        return self.nodes * self.ranks_per_node
+
+    @property
+    def launch_tasks(self) -> int:
+        """Processes srun starts (ranks, or one torchrun per node)."""
+        return self.nodes * self.tasks_per_node
+
+    def directive_lines(self, extra: tuple[Directive, ...] = ()) -> list[str]:
+        """``#SBATCH`` lines, sorted by key, from the one helper."""
+        return [sbatch_line(key, value) for key, value in sorted((*self.directives, *extra))]
+
+    def export_lines(self) -> list[str]:
+        """``export KEY=VALUE`` lines, values shell-quoted."""
+        return [f"export {key}={shlex.quote(value)}" for key, value in self.env]
+
+    def launch_line(self) -> str:
+        """The srun line that starts every launch task, quoted, wrapped for reading."""
+        return " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
+
+
+def sbatch_line(key: str, value: str | None) -> str:
+    """One ``#SBATCH`` line (written the way submitit writes its own, so both texts compare)."""
+    return f"#SBATCH --{key}" if value is None else f"#SBATCH --{key}={shlex.quote(value)}"
+
+
+def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> JobRequest:
+    """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this."""
+    output_dir = os.path.abspath(os.path.join(cwd or os.getcwd(), spec.run_dir))
+    interpreter = spec.python or python or sys.executable
+    config = RunConfig.from_spec(spec, output_dir)
+    torchrun = spec.launcher == "torchrun"
+    tasks_per_node = 1 if torchrun else spec.ntasks_per_node
+    return JobRequest(
+        name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=tuple(summary(spec)),
+        directives=_directives(spec), setup=spec.setup, env=_environment(spec),
+        srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--nodes={spec.nodes}",
+              f"--ntasks={spec.nodes * tasks_per_node}", f"--ntasks-per-node={tasks_per_node}",
+              f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node // tasks_per_node}"),
+        program=_program(spec, interpreter, config), python=interpreter, output_dir=output_dir,
+        nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
+        time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
+    )
+
+
+def summary(spec: JobSpec) -> list[str]:
+    """Human-readable resource math for the script header and the CLI."""
+    ranks = spec.world_size
+    lines = [
+        f"hpc_runner job {spec.name!s}: mode {spec.mode}, launcher {spec.launcher}",
+        f"resources: {spec.nodes} node(s) x {spec.ntasks_per_node} task(s) = {ranks} rank(s); "
+        f"{spec.cpus_per_task} thread(s) per rank; {ranks * spec.cpus_per_task} core(s) in total"
+        + (f"; {spec.gpus_per_node} GPU(s) per node, one per rank" if spec.mode == "nccl" else ""),
+    ]
+    if spec.data is not None:
+        plan = data_plan(spec.data.samples, spec.data.batch_size, ranks)
+        lines.append(
+            f"data: {plan.samples} samples / {ranks} rank(s) = {plan.samples_per_rank} samples per rank; "
+            f"batch {plan.batch_size} per rank -> {plan.steps_per_epoch} steps per epoch; "
+            f"effective batch {plan.effective_batch}"
+        )
+    return lines
+
+
+def _directives(spec: JobSpec) -> tuple[Directive, ...]:
+    pairs: list[Directive] = [
+        ("job-name", spec.name),
+        ("nodes", str(spec.nodes)),
+        ("ntasks-per-node", str(spec.ntasks_per_node)),
+        ("cpus-per-task", str(spec.cpus_per_task)),
+        ("time", format_time(spec.time_minutes)),
+        ("signal", f"{spec.requeue.signal}@{spec.requeue.seconds_before}"),
+        ("requeue", None),
+    ]
+    if spec.gpus_per_node:
+        pairs.append(("gpus-per-node", str(spec.gpus_per_node)))
+    pairs += [(key, value) for key in ("partition", "account", "qos", "mem")
+              if (value := getattr(spec, key)) is not None]
+    return tuple(sorted(pairs))
+
+
+def _environment(spec: JobSpec) -> tuple[tuple[str, str], ...]:
+    threads = str(spec.cpus_per_task)
+    pairs = [("OMP_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads)]
+    if spec.mode == "gloo" and spec.socket_ifname:
+        pairs.append(("GLOO_SOCKET_IFNAME", spec.socket_ifname))
+    if spec.mode == "nccl":
+        pairs += [("NCCL_DEBUG", spec.nccl_debug), ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")]
+        if spec.socket_ifname:
+            pairs.append(("NCCL_SOCKET_IFNAME", spec.socket_ifname))
+    pairs += sorted(spec.env.items())
+    return tuple(pairs)
+
+
+def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:
+    entry_argv = config.to_argv()
+    if spec.launcher == "torchrun":
+        return (python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--", *entry_argv)
+    return (python, "-u", "-m", ENTRYPOINT_MODULE, *entry_argv)

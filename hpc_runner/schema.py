@@ -1,0 +1,86 @@
+"""The job spec schema: frozen dataclasses and their defaults, defined once (no I/O, no validation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("threading", "gloo", "nccl")
+LAUNCHERS = ("srun", "torchrun")
+SIGNALS = ("USR1", "USR2")
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    """Run ``package.module:function`` on every rank with ``params`` as keyword arguments."""
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScriptEntry:
+    """Run a torchrun-style Python script on every rank with ``args`` as its argv."""
+
+    path: str
+    args: tuple[str, ...] = ()
+
+
+Entry = FunctionEntry | ScriptEntry
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Size of the training set and the per-rank batch; drives the resource math."""
+
+    samples: int
+    batch_size: int
+    val_samples: int = 0
+    audit: bool = True
+
+
+@dataclass(frozen=True)
+class RequeueSpec:
+    """Ask SLURM for a warning signal before the time limit and requeue after checkpointing."""
+
+    signal: str = "USR1"
+    seconds_before: int = 60
+    max_restarts: int = 3
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One validated job: resources, environment and what to run."""
+
+    name: str
+    entrypoint: Entry
+    mode: str = "threading"
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    time_minutes: int = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    mem: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    setup: tuple[str, ...] = ()
+    launcher: str = "srun"
+    output_dir: str = ""
+    python: str | None = None  # None: the interpreter that renders or submits (sys.executable)
+    socket_ifname: str | None = None
+    nccl_debug: str = "WARN"
+    init_timeout_s: int = 300
+    data: DataSpec | None = None
+    requeue: RequeueSpec = RequeueSpec()
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in the whole job."""
+        return self.nodes * self.ntasks_per_node
+
+    @property
+    def run_dir(self) -> str:
+        """Where rank 0 writes checkpoints and metrics (``output_dir`` or ``runs/NAME``)."""
+        return self.output_dir or f"runs/{self.name}"
