@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 
 from hpc_runner.cli import cli
 
-from .conftest import ROOT
+from .conftest import ROOT, hpc_run
 
 EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 
@@ -58,8 +59,42 @@ def test_submit_dry_run_submits_nothing(runner: CliRunner, tmp_path: Path) -> No
     result = runner.invoke(cli, ["submit", EMULATOR, "--nodes", "2", "--executor", "local", "--dry-run",
                                  "--set", f"output_dir={tmp_path}/run"])
     assert result.exit_code == 0, result.output
-    assert "executor: local (local processes: 2 rank(s) over Gloo on 127.0.0.1" in result.output
+    assert "local processes on this machine: 2, emulating 2 node(s) x 1 rank(s)" in result.output
+    assert "# process 1: RANK=1 WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 GROUP_RANK=1 MASTER_ADDR=127.0.0.1" in result.output
+    assert "export OMP_NUM_THREADS=1" in result.output
+    assert f"-m hpc_runner.entrypoint --mode=gloo --output-dir={tmp_path}/run" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_submit_dry_run_slurm_prints_the_sbatch_file_without_a_controller(tmp_path: Path) -> None:
+    """sinfo here would fail loudly: the dry run must not call it, and still print submitit's file."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "sinfo", "squeue", "srun"):
+        (fake / tool).write_text(f"#!/bin/sh\necho '{tool} was called' >&2\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    result = hpc_run(["submit", EMULATOR, "--nodes", "2", "--mode", "gloo", "--executor", "slurm", "--dry-run",
+                      "--set", f"output_dir={tmp_path}/run"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "was called" not in result.stderr
+    assert "#SBATCH --signal=USR1@60" in result.stdout and "#SBATCH --wckey=submitit" in result.stdout
+    assert "-m submitit.core._submit" in result.stdout and "export OMP_NUM_THREADS=1" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_submit_with_a_controller_that_does_not_answer_exits_1(tmp_path: Path) -> None:
+    """SLURM installed but down: no quiet fall-back to local processes."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "sinfo"):
+        (fake / tool).write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller' >&2\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    result = hpc_run(["submit", EMULATOR, "--nodes", "4", "--mode", "gloo", "--set", f"output_dir={tmp_path}/run"], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "controller does not answer" in result.stderr and "Unable to contact" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
 def test_env_json_has_exactly_the_documented_keys(runner: CliRunner) -> None:

@@ -38,13 +38,13 @@ def test_any_string_is_rejected_or_round_trips() -> None:
     @given(field=st.sampled_from(STRING_FIELDS), value=st.one_of(TEXT, ONE_LINE), env_value=ONE_LINE, arg=ONE_LINE,
            param=ONE_LINE, script=ONE_LINE)
     def check(field: str, value: str, env_value: str, arg: str, param: str, script: str) -> None:
-        outcomes[one_spec(build({field: value}, env_value, arg, param, script))] += 1
+        outcomes[one_spec(build({field: value}, env_value, arg, param, script), env_value)] += 1
 
     check()
     assert outcomes["ran"] >= 100, outcomes
 
 
-def one_spec(raw: dict) -> str:
+def one_spec(raw: dict, env_value: str) -> str:
     """Reject with a SpecError, or render, run through bash and a fake srun, and compare what arrived."""
     try:
         job = request.build(spec.from_mapping(raw))
@@ -60,6 +60,8 @@ def one_spec(raw: dict) -> str:
         assert environ["USER_VAR"] == env_value
         at = argv.index("hpc_runner.entrypoint")
         assert argv[at - 3] == job.python  # python, -u, -m, module
+        if "python" in raw:
+            assert job.python == raw["python"]
         assert RunConfig.from_argv(argv[at + 1:]) == job.config
         for line in text.splitlines():
             if line.startswith("#SBATCH"):
