@@ -115,7 +115,7 @@ def bench_launch(repeats: int = 9) -> None:
 
 
 def _submit_to_done(script: str, cwd: str, env: dict[str, str]) -> float:
-    from hpc_runner import jobs
+    from hpc_runner import job_control as jobs
 
     started = time.monotonic()
     job_id = subprocess.run(["sbatch", "--parsable"], input=script, cwd=cwd, env=env, capture_output=True,
@@ -167,10 +167,13 @@ def _run_ranks(cmd: list[str], world: int, extra_env: dict[str, str] | None = No
 
 def _emulator_throughput(world: int, samples: int, batch: int, hidden: int, epochs: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        params = json.dumps({"epochs": epochs, "hidden": hidden})
-        _run_ranks([sys.executable, "-m", "hpc_runner.entrypoint", "--mode=gloo", f"--output-dir={tmp}/out",
-                    f"--samples={samples}", f"--batch-size={batch}", "--val-samples=256", "--no-audit",
-                    "--function=hpc_runner.demo.emulator:train", f"--params={params}"], world, cwd=tmp)
+        from hpc_runner.run_config import RunConfig
+        from hpc_runner.schema import DataSpec, FunctionEntry
+
+        config = RunConfig(mode="gloo", entry=FunctionEntry("hpc_runner.demo.emulator:train", {"epochs": epochs, "hidden": hidden}),
+                           output_dir=f"{tmp}/out", init_timeout_s=300, max_restarts=0,
+                           data=DataSpec(samples=samples, batch_size=batch, val_samples=256, audit=False))
+        _run_ranks([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], world, cwd=tmp)
         return json.loads(Path(tmp, "out", "metrics.json").read_text())["samples_per_second"]
 
 
@@ -209,10 +212,10 @@ def bench_two_ranks(repeats: int = 3) -> None:
 def bench_scale() -> list[str]:
     """Figures for planning past this machine (see README: at 100 and 1000 nodes)."""
     sys.path.insert(0, str(ROOT))
-    from hpc_runner import render, spec
+    from hpc_runner import render, request, spec
     from hpc_runner.environment import expand_nodelist
 
-    job = spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("nodes", 1024), ("ntasks_per_node", 8)])
+    job = request.build(spec.load(ROOT / "jobs" / "emulator.yaml", [("mode", "gloo"), ("nodes", 1024), ("ntasks_per_node", 8)]))
     started = time.perf_counter()
     for _ in range(100):
         text = render.render(job)

@@ -138,25 +138,7 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
     store.set(f"hpc_runner/arrived/{env.rank}", _node_name())
     store.add("hpc_runner/arrived_count", 1)
     if env.rank == 0:
-        # One counter read per poll (cheap at thousands of ranks); the per-rank keys are read
-        # only to name the missing ranks and hosts when the timeout expires.
-        deadline = time.monotonic() + config.init_timeout_s
-        while store.add("hpc_runner/arrived_count", 0) < env.world_size:
-            if time.monotonic() > deadline:
-                keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
-                missing = [r for r in range(env.world_size) if not store.check([keys[r]])]
-                arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
-                silent_hosts = [h for h in env.hosts if h not in arrived]
-                raise LaunchError(
-                    f"rank 0 waited {config.init_timeout_s}s at {where}: {len(missing)} of {env.world_size} "
-                    f"rank(s) never arrived: {_ranges(missing)}"
-                    + (f"; no rank arrived from host(s) {', '.join(silent_hosts)}" if silent_hosts else "")
-                    + ".\n  hint: a node that never arrives is usually a task that failed to start (see the "
-                    "other ranks' log lines), a node that cannot reach this address (firewall, wrong "
-                    "interface: set socket_ifname), or ranks started outside one srun; raise init_timeout "
-                    "only if nodes are just slow to boot")
-            time.sleep(0.01)
-        store.set("hpc_runner/all_arrived", "1")
+        _release_when_all_arrived(store, config, env)
     else:
         try:
             store.wait(["hpc_runner/all_arrived"], timeout)
@@ -165,6 +147,32 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
                 f"rank {env.rank} on {_node_name()}: rank 0 at {where} did not see all {env.world_size} "
                 f"ranks within {config.init_timeout_s}s; rank 0's log names the missing ones") from None
     return store
+
+
+def _release_when_all_arrived(store: dist.TCPStore, config: RunConfig, env: environment.DistEnv) -> None:
+    """Rank 0: poll the arrival counter (one read per 10 ms), release everyone, or name who is missing."""
+    deadline = time.monotonic() + config.init_timeout_s
+    while store.add("hpc_runner/arrived_count", 0) < env.world_size:
+        if time.monotonic() > deadline:
+            raise _missing_ranks(store, config, env)
+        time.sleep(0.01)
+    store.set("hpc_runner/all_arrived", "1")
+
+
+def _missing_ranks(store: dist.TCPStore, config: RunConfig, env: environment.DistEnv) -> LaunchError:
+    """The ranks and hosts that never arrived, read from the per-rank keys once the timeout expired."""
+    keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
+    missing = [r for r in range(env.world_size) if not store.check([keys[r]])]
+    arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
+    silent_hosts = [h for h in env.hosts if h not in arrived]
+    return LaunchError(
+        f"rank 0 waited {config.init_timeout_s}s at {env.master_addr}:{env.master_port}: {len(missing)} of "
+        f"{env.world_size} rank(s) never arrived: {_ranges(missing)}"
+        + (f"; no rank arrived from host(s) {', '.join(silent_hosts)}" if silent_hosts else "")
+        + ".\n  hint: a node that never arrives is usually a task that failed to start (see the "
+        "other ranks' log lines), a node that cannot reach this address (firewall, wrong "
+        "interface: set socket_ifname), or ranks started outside one srun; raise init_timeout "
+        "only if nodes are just slow to boot")
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,16 @@ def test_ranks_times_batch_equals_one_rank_with_big_batch(tmp_path: Path) -> Non
     # and training moved the weights: the comparison is not between two untouched initial states
     initial = build_model(hidden=16, seed=0, dtype=torch.float64).state_dict()
     assert max(float((initial[k] - b[k]).abs().max()) for k in b) > 1e-3
+
+
+def test_local_executor_inside_an_allocation_ignores_the_inherited_slurm_step(tmp_path: Path) -> None:
+    """Run from a shell inside `srun --pty` or an salloc: the local ranks are still ranks 0 and 1 of 2."""
+    inherited = {"SLURM_JOB_ID": "99", "SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1",
+                 "SLURM_STEP_NUM_TASKS": "1", "SLURM_NODELIST": "n9", "SLURM_STEP_NODELIST": "n9",
+                 "SLURM_TASKS_PER_NODE": "1", "SLURM_STEP_TASKS_PER_NODE": "1", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    result = subprocess.run([HPC_RUN, "submit", str(ROOT / "jobs" / "echo.yaml"), "--executor", "local", "--wait",
+                             "--mode", "gloo", "--nodes", "2", "--set", f"output_dir={tmp_path}/out"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, **inherited})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out" / "echo.json").read_text())["world_size"] == 2
+    assert "done: 2 task(s) returned" in result.stdout
