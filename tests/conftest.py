@@ -13,6 +13,12 @@ from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
+CHECK = str(ROOT / "jobs" / "check.yaml")
+ECHO = str(ROOT / "jobs" / "echo.yaml")
+# The emulator shrunk to seconds: 2048 samples, batch 32, 2 epochs, width 16 (add --set to change one).
+SMALL = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
+         "--set", "entrypoint.params.epochs=2", "--set", "entrypoint.params.hidden=16"]
 VENV_BIN = Path(sys.executable).parent
 HPC_RUN = str(VENV_BIN / "hpc-run")
 

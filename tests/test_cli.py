@@ -12,9 +12,8 @@ from click.testing import CliRunner
 
 from hpc_runner.cli import cli
 
-from .conftest import ROOT, hpc_run
+from .conftest import EMULATOR, hpc_run
 
-EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
 
 
 def test_render_prints_a_four_node_script(runner: CliRunner) -> None:

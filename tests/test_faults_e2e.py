@@ -16,14 +16,10 @@ import torch
 
 from hpc_runner import job_control as jobs
 
-from .conftest import DRILLS, HPC_RUN, ROOT, entry_argv, render, sbatch
+from .conftest import CHECK, DRILLS, ECHO, EMULATOR, HPC_RUN, SMALL, entry_argv, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
-CHECK = str(ROOT / "jobs" / "check.yaml")
-ECHO = str(ROOT / "jobs" / "echo.yaml")
-TRAIN = [*DRILLS, "--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
-         "--set", "entrypoint.params.epochs=3", "--set", "entrypoint.params.hidden=16"]
+TRAIN = [*DRILLS, *SMALL, "--set", "entrypoint.params.epochs=3"]
 
 
 def wait_for_line(path: Path, pattern: str, timeout_s: float = 120) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 from pathlib import Path
@@ -12,12 +13,9 @@ import torch
 
 from hpc_runner.demo.emulator import build_model
 
-from .conftest import HPC_RUN, ROOT
+from .conftest import EMULATOR, HPC_RUN, ROOT, SMALL
 
 pytestmark = pytest.mark.slow
-EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
-SMALL = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
-         "--set", "entrypoint.params.epochs=2", "--set", "entrypoint.params.hidden=16"]
 
 
 def submit_local(out: Path, nodes: int, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -63,8 +61,9 @@ def test_rank_zero_alone_writes_outputs(runs: dict[int, Path], nodes: int) -> No
     assert writers == [logs[0].name] and logs[0].name.split("_")[1] == "0"
 
 
-def test_rerun_resumes_from_the_checkpoint(runs: dict[int, Path]) -> None:
-    out = runs[2]
+def test_rerun_resumes_from_the_checkpoint(runs: dict[int, Path], tmp_path: Path) -> None:
+    out = tmp_path / "n2"
+    shutil.copytree(runs[2], out)  # the shared run stays as the other tests expect it
     result = submit_local(out, 2, "--set", "entrypoint.params.epochs=3")
     data = metrics(out)
     assert [h["epoch"] for h in data["history"]] == [1, 2, 3]

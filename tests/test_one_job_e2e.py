@@ -63,8 +63,15 @@ def test_render_sbatch_and_submit_start_the_same_ranks(testbed: dict[str, str], 
     final = job_control.wait_finished(job_id, poll_s=0.5, timeout_s=240)
     assert final.state == "COMPLETED", (tmp_path / f"probe-{job_id}.out").read_text()
     shutil.move(tmp_path / "dumps", tmp_path / "rendered")
+    dry = hpc_run(["submit", spec, "--executor", "slurm", "--dry-run"], testbed, tmp_path)
     submitted = hpc_run(["submit", spec, "--executor", "slurm", "--wait"], testbed, tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    # The dry run printed the very file submitit wrote (only the fresh folder's name differs).
+    dry_folder = re.search(r"submitit folder: (\S+)", dry.stdout).group(1)
+    log = Path(re.search(r"logs: (\S+)", submitted.stdout).group(1))
+    job_file = next(log.parent.glob("*_submission.sh")).read_text()
+    printed = dry.stdout.split("\n", 2)[2].removesuffix("\n")  # less the newline echo adds
+    assert job_file == printed.replace(dry_folder, str(log.parent))
     rendered, via_submitit = dumps(tmp_path / "rendered"), dumps(tmp_path / "dumps")
     assert sorted(rendered) == sorted(via_submitit) == [("n1", "0"), ("n1", "1"), ("n2", "0"), ("n2", "1")]
     assert sorted(d["env"]["RANK"] for d in via_submitit.values()) == ["0", "1", "2", "3"]

@@ -117,3 +117,12 @@ def test_line_breaks_and_nul_are_rejected_everywhere(value: str) -> None:
             spec.from_mapping({"name": "n", field: value, "entrypoint": {"function": "a:b"}})
     with pytest.raises(spec.SpecError, match="newlines"):
         spec.from_mapping({"name": "n", "entrypoint": {"script": "x.py", "args": [value]}})
+
+
+def test_a_site_template_folder_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site overrides one mode's template (HPC_RUNNER_TEMPLATES) and still extends our base."""
+    (tmp_path / "gloo.sh.j2").write_text('{% extends "base.sh.j2" %}\n{% block mode_notes %}\n# site: use ib0\n{% endblock %}\n')
+    monkeypatch.setenv("HPC_RUNNER_TEMPLATES", str(tmp_path))
+    text = rendered(ROOT / "jobs" / "echo.yaml", "gloo")
+    assert "# site: use ib0" in text and "#SBATCH --nodes=2" in text
+    assert "# site: use ib0" not in rendered(ROOT / "jobs" / "echo.yaml", "nccl")

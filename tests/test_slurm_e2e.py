@@ -11,13 +11,9 @@ import pytest
 
 from hpc_runner import job_control as jobs
 
-from .conftest import DRILLS, HPC_RUN, ROOT, hpc_run, render, sbatch
+from .conftest import CHECK, DRILLS, EMULATOR, HPC_RUN, ROOT, SMALL, hpc_run, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-CHECK = str(ROOT / "jobs" / "check.yaml")
-EMULATOR = str(ROOT / "jobs" / "emulator.yaml")
-SMALL = ["--set", "data.samples=2048", "--set", "data.val_samples=256", "--set", "data.batch_size=32",
-         "--set", "entrypoint.params.epochs=2", "--set", "entrypoint.params.hidden=16"]
 
 
 def sbatch_rendered(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 240) -> tuple[str, jobs.JobStatus]:
@@ -153,3 +149,4 @@ def test_submit_follow_streams_the_log_and_exits_with_the_result(testbed: dict[s
                        "--set", "entrypoint.function=hpc_runner.demo.echo:missing"], testbed, tmp_path)
     assert failing.returncode == 1
     assert "cannot load entrypoint function" in failing.stdout + failing.stderr
+    assert "(final state FAILED)" in failing.stderr, failing.stderr
