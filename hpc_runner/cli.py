@@ -36,7 +36,7 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ntasks-per-node", type=int, help="Ranks per node (nccl: one per GPU)."),
         click.option("--cpus-per-task", type=int, help="Cores, and torch threads, per rank."),
         click.option("--gpus-per-node", type=int, help="GPUs per node (nccl mode)."),
-        click.option("--time", help="Time limit: minutes or [D-]HH:MM:SS."),
+        click.option("--time", help="Time limit as sbatch reads it: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."),
         click.option("--partition", help="SLURM partition."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any spec key, dotted for nesting: --set data.samples=4096."),
@@ -217,19 +217,32 @@ def scaling(spec: str, sizes: str, sets: tuple[str, ...], executor: str, out_dir
 
 
 @cli.command("env")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: source, rank, world_size, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: source, rank, world_size, ..., findings).")
+@click.option("--check", is_flag=True, help="Exit 1 when anything could not be detected or resolved.")
 @handle_errors
-def env_cmd(as_json: bool) -> None:
-    """Print what the entrypoint would detect here: SLURM step, torchrun, or a single process."""
+def env_cmd(as_json: bool, check: bool) -> None:
+    """Print what the entrypoint would detect here (SLURM step, torchrun, or a single process),
+    which rule chose the master address and port, and what could not be resolved.
+
+    \b
+      srun -N2 -n4 hpc-run env            # one block per rank
+      hpc-run env --check                 # exit 1 on any finding
+    """
     from . import environment
     from .hosts import resolve_address
 
-    detected = environment.from_environ(os.environ, resolve_address)
+    detected, findings = environment.diagnose(os.environ, resolve_address)
+    data = {**(detected.as_json() if detected else {}), "findings": findings}
     if as_json:
-        click.echo(json.dumps(detected.as_json(), sort_keys=True))
-        return
-    for key, value in detected.as_json().items():
-        click.echo(f"{key:17} {value}")
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        for key, value in data.items():
+            if key != "findings":
+                click.echo(f"{key:17} {value}")
+        for finding in findings:
+            click.echo(f"finding: {finding}")
+    if check and findings:
+        sys.exit(1)
 
 
 @cli.command()

@@ -99,20 +99,24 @@ def _device(config: RunConfig, env: environment.DistEnv) -> torch.device:
             "  hint: request GPUs (gpus_per_node), install a CUDA build of torch, or use mode: gloo on CPUs"
         )
     count = torch.cuda.device_count()
-    if env.local_rank >= count:
+    if 1 < count < env.local_world_size:
         raise LaunchError(
-            f"rank {env.rank} wants CUDA device {env.local_rank} but only {count} are visible on "
-            f"{socket.gethostname()}; one rank per GPU needs gpus_per_node >= ntasks_per_node"
+            f"rank {env.rank}: {env.local_world_size} ranks on {socket.gethostname()} share {count} visible GPUs; "
+            "one rank per GPU needs gpus_per_node >= ntasks_per_node (or one GPU bound per task)"
         )
-    torch.cuda.set_device(env.local_rank)
-    return torch.device("cuda", env.local_rank)
+    index = env.local_rank % count  # one GPU bound per task (--gpus-per-task, --gpu-bind): it is device 0
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def _node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
-def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
+OWNER_KEY = "hpc_runner/owner"
+
+
+def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.Store:
     """Meet at rank 0's TCPStore; rank 0 names the ranks and hosts that never arrived."""
     timeout = datetime.timedelta(seconds=config.init_timeout_s)
     where = f"{env.master_addr}:{env.master_port}"
@@ -135,13 +139,15 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
             "  hint: check that rank 0's node started (squeue/sacct), that the address is reachable from "
             "every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME) and that all ranks came from one srun"
         ) from None
-    store.set(f"hpc_runner/arrived/{env.rank}", _node_name())
-    store.add("hpc_runner/arrived_count", 1)
+    _claim_or_check_owner(store, env.rank == 0, env, where)
+    store = dist.PrefixStore(f"hpc_runner/{env.job_key}", store)  # torch's own keys too
+    store.set(f"arrived/{env.rank}", _node_name())
+    store.add("arrived_count", 1)
     if env.rank == 0:
         _release_when_all_arrived(store, config, env)
     else:
         try:
-            store.wait(["hpc_runner/all_arrived"], timeout)
+            store.wait(["all_arrived"], timeout)
         except Exception:
             raise LaunchError(
                 f"rank {env.rank} on {_node_name()}: rank 0 at {where} did not see all {env.world_size} "
@@ -149,19 +155,33 @@ def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.TCPStore:
     return store
 
 
-def _release_when_all_arrived(store: dist.TCPStore, config: RunConfig, env: environment.DistEnv) -> None:
+def _claim_or_check_owner(store: dist.Store, owner: bool, env: environment.DistEnv, where: str) -> None:
+    """Rank 0 writes whose store this is; every other rank checks it first, so a rank of another job
+    (a port shared by accident) is refused at once instead of waiting for peers that never come."""
+    if owner:
+        store.set(OWNER_KEY, env.job_key)
+        return
+    found = store.get(OWNER_KEY).decode()
+    if found != env.job_key:
+        raise LaunchError(
+            f"rank {env.rank} on {_node_name()} reached the store at {where}, but it belongs to {found}, not to "
+            f"this job ({env.job_key}): another job's rank 0 listens on that port.\n  hint: two jobs were given the "
+            "same MASTER_PORT; leave MASTER_PORT unset so each job step derives its own, or pick a free one")
+
+
+def _release_when_all_arrived(store: dist.Store, config: RunConfig, env: environment.DistEnv) -> None:
     """Rank 0: poll the arrival counter (one read per 10 ms), release everyone, or name who is missing."""
     deadline = time.monotonic() + config.init_timeout_s
-    while store.add("hpc_runner/arrived_count", 0) < env.world_size:
+    while store.add("arrived_count", 0) < env.world_size:
         if time.monotonic() > deadline:
             raise _missing_ranks(store, config, env)
         time.sleep(0.01)
-    store.set("hpc_runner/all_arrived", "1")
+    store.set("all_arrived", "1")
 
 
-def _missing_ranks(store: dist.TCPStore, config: RunConfig, env: environment.DistEnv) -> LaunchError:
+def _missing_ranks(store: dist.Store, config: RunConfig, env: environment.DistEnv) -> LaunchError:
     """The ranks and hosts that never arrived, read from the per-rank keys once the timeout expired."""
-    keys = [f"hpc_runner/arrived/{r}" for r in range(env.world_size)]
+    keys = [f"arrived/{r}" for r in range(env.world_size)]
     missing = [r for r in range(env.world_size) if not store.check([keys[r]])]
     arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
     silent_hosts = [h for h in env.hosts if h not in arrived]
@@ -202,9 +222,11 @@ def _run_entry(ctx: RunContext) -> Any:
         except (ImportError, AttributeError) as exc:
             raise LaunchError(f"cannot load entrypoint function {entry.target!r}: {exc}") from None
         return func(ctx, **entry.params)
-    sys.argv = [entry.path, *entry.args]
     if not Path(entry.path).is_file():
         raise LaunchError(f"entrypoint script {entry.path!r} not found (cwd {os.getcwd()})")
+    # As `python script.py` runs it: its argv, its folder first on sys.path, __main__.
+    sys.argv = [entry.path, *entry.args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(entry.path)))
     runpy.run_path(entry.path, run_name="__main__")
     return None
 

@@ -50,6 +50,9 @@ class DistEnv:
     master_port: int
     hosts: tuple[str, ...]
     cpus_per_task: int
+    job_key: str = "local"  # names this job step in the rendezvous store: ranks of another job are refused
+    addr_rule: str = "default"  # which rule chose master_addr, in words (hpc-run env shows it)
+    port_rule: str = "default"
 
     def as_json(self) -> dict[str, object]:
         """The keys ``hpc-run env --json`` prints."""
@@ -121,6 +124,30 @@ def _port(environ: Mapping[str, str], derived: int) -> int:
     return port
 
 
+def reserved_port(text: str) -> int:
+    """The first port of SLURM_STEP_RESV_PORTS (``'12000-12001'`` or ``'12000,12005'``)."""
+    match = re.match(r"^(\d+)", text.strip())
+    if not match or not 1 <= int(match.group(1)) <= 65535:
+        raise LaunchError(f"SLURM_STEP_RESV_PORTS={text!r} holds no TCP port")
+    return int(match.group(1))
+
+
+def _slurm_port(environ: Mapping[str, str], job_id: str, step_id: str | None) -> tuple[int, str]:
+    """An explicit MASTER_PORT wins; then a port SLURM reserved for this step; then one derived from the ids."""
+    if environ.get("MASTER_PORT"):
+        return _port(environ, 0), "MASTER_PORT set explicitly"
+    if environ.get("SLURM_STEP_RESV_PORTS"):
+        return reserved_port(environ["SLURM_STEP_RESV_PORTS"]), "reserved for this step by SLURM (SLURM_STEP_RESV_PORTS)"
+    return derive_port(job_id, step_id), f"derived from job {job_id} step {step_id or 0}"
+
+
+def _slurm_addr(environ: Mapping[str, str], first_host: str, resolve: Resolver) -> tuple[str, str]:
+    """An explicit MASTER_ADDR wins; else the first node's address (DNS, then SLURM's NodeAddr)."""
+    if environ.get("MASTER_ADDR"):
+        return environ["MASTER_ADDR"], "MASTER_ADDR set explicitly"
+    return resolve(first_host), f"first node {first_host} (DNS, else scontrol NodeAddr)"
+
+
 def _from_slurm(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
     job_id = _get(environ, "job_id") or "0"
     world_size = int(_get(environ, "world_size") or 1)
@@ -137,7 +164,9 @@ def _from_slurm(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
         )
     if not (0 <= rank < world_size and 0 <= node_rank < len(hosts)):
         raise LaunchError(f"SLURM_PROCID={rank} / SLURM_NODEID={node_rank} outside {world_size} task(s) on {len(hosts)} node(s)")
-    derived = derive_port(job_id, _get(environ, "step_id"))
+    step_id = _get(environ, "step_id")
+    port, port_rule = _slurm_port(environ, job_id, step_id)
+    addr, addr_rule = _slurm_addr(environ, hosts[0], resolve)
     return DistEnv(
         source="slurm",
         rank=rank,
@@ -146,10 +175,13 @@ def _from_slurm(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
         local_world_size=counts[node_rank],
         node_rank=node_rank,
         num_nodes=len(hosts),
-        master_addr=resolve(hosts[0]),
-        master_port=_port(environ, derived),
+        master_addr=addr,
+        master_port=port,
         hosts=tuple(hosts),
         cpus_per_task=int(_get(environ, "cpus_per_task") or 1),
+        job_key=f"slurm-{job_id}.{step_id if step_id is not None else 'batch'}",
+        addr_rule=addr_rule,
+        port_rule=port_rule,
     )
 
 
@@ -172,6 +204,9 @@ def _from_torchrun(environ: Mapping[str, str]) -> DistEnv:
         master_port=_port(environ, DEFAULT_PORT),
         hosts=tuple(expand_nodelist(nodelist)) if nodelist else (),
         cpus_per_task=_int(environ, "OMP_NUM_THREADS", 1),
+        job_key=f"torchrun-{environ.get('TORCHELASTIC_RUN_ID') or 'none'}:{environ.get('MASTER_PORT') or DEFAULT_PORT}",
+        addr_rule="MASTER_ADDR from torchrun" if environ.get("MASTER_ADDR") else "default 127.0.0.1",
+        port_rule="MASTER_PORT from torchrun" if environ.get("MASTER_PORT") else f"default {DEFAULT_PORT}",
     )
 
 
@@ -188,6 +223,8 @@ def _local(environ: Mapping[str, str]) -> DistEnv:
         master_port=_port(environ, DEFAULT_PORT),
         hosts=("localhost",),
         cpus_per_task=_int(environ, "OMP_NUM_THREADS", os.cpu_count() or 1),
+        addr_rule="a single process: no master needed",
+        port_rule="MASTER_PORT set explicitly" if environ.get("MASTER_PORT") else f"default {DEFAULT_PORT}",
     )
 
 
@@ -215,3 +252,23 @@ def from_environ(environ: Mapping[str, str], resolve: Resolver) -> DistEnv:
     if environ.get("RANK") and environ.get("WORLD_SIZE"):
         return _from_torchrun(environ)
     return _local(environ)
+
+
+UNRESOLVED = "(unresolved)"
+
+
+def diagnose(environ: Mapping[str, str], resolve: Resolver) -> tuple[DistEnv | None, list[str]]:
+    """What a rank would detect here, never raising: findings instead of errors (``hpc-run env``)."""
+    findings: list[str] = []
+
+    def tolerant(name: str) -> str:
+        try:
+            return resolve(name)
+        except LaunchError as exc:
+            findings.append(str(exc))
+            return UNRESOLVED
+
+    try:
+        return from_environ(environ, tolerant), findings
+    except LaunchError as exc:
+        return None, [*findings, str(exc)]

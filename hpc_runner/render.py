@@ -21,8 +21,10 @@ class ScriptContext:
 
     header: list[str]
     directives: list[str]
+    before_setup: list[str]
     setup: list[str]
     exports: list[str]
+    before_launch: list[str]
     launch: str
 
 
@@ -36,8 +38,10 @@ def context(request: JobRequest) -> ScriptContext:
     return ScriptContext(
         header=list(request.summary),
         directives=request.directive_lines((("output", log_name(request)), *LOG_DIRECTIVES)),
+        before_setup=list(request.before_setup),
         setup=list(request.setup),
         exports=request.export_lines(),
+        before_launch=list(request.before_launch),
         launch=request.launch_line(),
     )
 

@@ -32,8 +32,10 @@ class JobRequest:
     launcher: str
     summary: tuple[str, ...]               # the resource math, for humans
     directives: tuple[Directive, ...]      # sorted by key; what #SBATCH lines say
+    before_setup: tuple[str, ...]          # ours: inherited values only the spec may set are dropped, with a warning
     setup: tuple[str, ...]                 # the user's own shell lines, run before the ranks start
     env: tuple[tuple[str, str], ...]       # exported to every rank, in this order
+    before_launch: tuple[str, ...]         # ours: the interpreter exists; srun takes its counts from the allocation
     srun: tuple[str, ...]                  # srun's options (the word "srun" not included)
     program: tuple[str, ...]               # what srun starts on each launch task
     python: str                            # the interpreter that runs the ranks
@@ -63,6 +65,10 @@ class JobRequest:
         """``export KEY=VALUE`` lines, values shell-quoted."""
         return [f"export {key}={shlex.quote(value)}" for key, value in self.env]
 
+    def shell_lines(self) -> list[str]:
+        """Everything the batch shell runs before srun, in order (submitit's ``setup``)."""
+        return [*self.before_setup, *self.setup, *self.export_lines(), *self.before_launch]
+
     def launch_line(self) -> str:
         """The srun line that starts every launch task, quoted, wrapped for reading."""
         return " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
@@ -82,9 +88,11 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
     tasks_per_node = 1 if torchrun else spec.ntasks_per_node
     return JobRequest(
         name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=tuple(summary(spec)),
-        directives=_directives(spec), setup=spec.setup, env=_environment(spec),
-        srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--nodes={spec.nodes}",
-              f"--ntasks={spec.nodes * tasks_per_node}", f"--ntasks-per-node={tasks_per_node}",
+        directives=_directives(spec), before_setup=_drop_inherited(spec), setup=spec.setup, env=_environment(spec),
+        before_launch=_before_launch(spec, interpreter),
+        # No --nodes/--ntasks: srun takes them from the allocation, so `sbatch --nodes 3` on a script
+        # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
+        srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--ntasks-per-node={tasks_per_node}",
               f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node // tasks_per_node}"),
         program=_program(spec, interpreter, config), python=interpreter, output_dir=output_dir,
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
@@ -139,6 +147,26 @@ def _environment(spec: JobSpec) -> tuple[tuple[str, str], ...]:
             pairs.append(("NCCL_SOCKET_IFNAME", spec.socket_ifname))
     pairs += sorted(spec.env.items())
     return tuple(pairs)
+
+
+# Only the spec (its keys, env: or the command line) decides these; sbatch would pass on the submitting shell's.
+EXPLICIT_ONLY = ("MASTER_ADDR", "MASTER_PORT")
+
+
+def _drop_inherited(spec: JobSpec) -> tuple[str, ...]:
+    return tuple(
+        f'if [ -n "${{{var}+x}}" ]; then echo "hpc_runner: warning: ignoring {var}=${{{var}}} inherited from the '
+        f'submitting shell; set it in the spec\'s env: to use it" >&2; unset {var}; fi'
+        for var in EXPLICIT_ONLY if var not in spec.env)
+
+
+def _before_launch(spec: JobSpec, python: str) -> tuple[str, ...]:
+    said = shlex.quote(f"hpc_runner: error: the interpreter {python} does not exist on ")
+    hint = shlex.quote("; set python: in the spec (default: the interpreter that ran hpc-run)")
+    lines = [f'command -v {shlex.quote(python)} >/dev/null || {{ echo {said}"$(hostname)"{hint} >&2; exit 1; }}']
+    if spec.launcher == "torchrun":  # one task per node: the allocation's task count must not reach srun
+        lines.append("unset SLURM_NTASKS SLURM_NPROCS")
+    return tuple(lines)
 
 
 def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:

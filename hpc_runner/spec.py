@@ -14,6 +14,7 @@ import yaml
 from .errors import SpecError
 from .schema import (LAUNCHERS, MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
                      ScriptEntry)
+from .slurm_time import TimeFormatError, parse_time
 
 __all__ = ["DataSpec", "Entry", "FunctionEntry", "JobSpec", "RequeueSpec", "ScriptEntry", "SpecError",
            "MODES", "LAUNCHERS", "SIGNALS", "from_mapping", "load", "parse_set", "apply_overrides", "read_yaml"]
@@ -24,7 +25,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MEM = re.compile(r"^[0-9]+[KMGT]?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
 _FORBIDDEN_CHARS = ("\n", "\r", "\x00")
 
 
@@ -108,17 +108,11 @@ class _Reader:
         return str(value)
 
     def minutes(self, key: str, value: Any) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return self.integer(key, value, 1)
-        text = self.text(key, value, hint="use minutes (90) or [D-]HH:MM[:SS] ('01:30:00')")
-        match = _TIME.match(text)
-        if not match:
-            raise self.fail(key, f"{text!r} is not a time", "use minutes (90) or [D-]HH:MM[:SS] ('01:30:00')")
-        days, hours, mins, secs = (int(g) if g else 0 for g in match.groups())
-        total = days * 1440 + hours * 60 + mins + (1 if secs else 0)
-        if total < 1:
-            raise self.fail(key, "must be at least one minute")
-        return total
+        """A time limit in SLURM's grammar (slurm_time.parse_time); an int is minutes."""
+        try:
+            return parse_time(value)
+        except TimeFormatError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def mapping(self, key: str, value: Any) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
@@ -292,13 +286,34 @@ def _normalise(spec: JobSpec) -> JobSpec:
     return spec
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers: ``2:00:00`` stays the string SLURM reads.
+
+    Under plain SafeLoader an unquoted ``time: 2:00:00`` is the int 7200 and ``10:00`` is 600.
+    Here the int and float implicit resolvers refuse any scalar holding a colon (only their
+    sexagesimal branches could match one), so such scalars resolve to str; all else is unchanged.
+    """
+
+
+_SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, re.compile(r"(?![^:]*:)" + regexp.pattern, regexp.flags)
+             if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") else regexp)
+            for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - _SpecLoader is a SafeLoader
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """Turn ``KEY=VALUE`` (dotted keys allowed) into a key path and a YAML-parsed value."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.samples=4096")
     try:
-        parsed = yaml.safe_load(value) if value else ""
+        parsed = _yaml_load(value) if value else ""
     except yaml.YAMLError:
         parsed = value
     return key, parsed
@@ -330,7 +345,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

@@ -75,7 +75,7 @@ def slurm_parameters(request: JobRequest) -> dict[str, Any]:
         "nodes": request.nodes,
         "ntasks_per_node": request.tasks_per_node,  # submitit counts its tasks (and result files) with this
         "time": request.time_minutes,
-        "setup": [*request.setup, *request.export_lines()],
+        "setup": request.shell_lines(),
         "srun_args": list(request.srun),
         # Last word on every #SBATCH line (the signal and task counts included): exactly the request's.
         "additional_parameters": {key.replace("-", "_"): True if value is None else value
@@ -117,7 +117,7 @@ class Submission:
         lines = head + [f"# local processes on this machine: {request.launch_tasks}, emulating {request.nodes} "
                         f"node(s) x {request.ranks_per_node} rank(s), Gloo on 127.0.0.1",
                         "# setup (run once, before the processes start):"]
-        lines += [f"  {line}" for line in (*request.setup, *request.export_lines())]
+        lines += [f"  {line}" for line in request.shell_lines()]
         for index in range(request.launch_tasks):
             added = launch_task.local_variables(request, index, self.task.local_port or 0)
             lines.append(f"# process {index}: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in added.items()))
@@ -143,7 +143,7 @@ def submit(submission: Submission) -> submitit.Job:
     if submission.executor == "local":
         executor = submitit.LocalExecutor(folder=submission.folder)
         executor.update_parameters(tasks_per_node=request.launch_tasks, timeout_min=request.time_minutes,
-                                   setup=[*request.setup, *request.export_lines()])
+                                   setup=request.shell_lines())
     else:
         executor = submitit.SlurmExecutor(folder=submission.folder, max_num_timeout=0,
                                           python=shlex.quote(request.python))

@@ -78,6 +78,18 @@ def fake_srun(tmp_path: Path) -> Path:
     return make_fake_srun(tmp_path)
 
 
+def provide_interpreter(python: str, fake_bin: Path, cwd: Path) -> bool:
+    """Create a stand-in for the job's interpreter where the script will look (a name on PATH, or a path
+    under ``cwd``) so the script's interpreter check passes; False for an absolute path (left missing)."""
+    if python.startswith("/"):
+        return Path(python).exists()
+    path = fake_bin / python if "/" not in python else cwd / python
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return True
+
+
 def run_with_fake_srun(script: str, fake_bin: Path, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     """Run a rendered script with bash and the fake srun; return srun's argv and environment."""
     path = tmp_path / "job.sh"

@@ -101,14 +101,30 @@ def test_env_json_has_exactly_the_documented_keys(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert set(data) == {"source", "rank", "world_size", "local_rank", "local_world_size", "node_rank",
-                         "num_nodes", "master_addr", "master_port", "hosts", "cpus_per_task"}
+                         "num_nodes", "master_addr", "master_port", "hosts", "cpus_per_task", "job_key",
+                         "addr_rule", "port_rule", "findings"}
 
 
-def test_env_in_a_batch_shell_exits_1(runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["env"], env={"SLURM_JOB_ID": "5", "SLURM_PROCID": "0", "SLURM_NTASKS": "4",
-                                              "SLURM_STEP_ID": ""})
-    assert result.exit_code == 1
-    assert "srun" in result.output
+def test_env_in_a_batch_shell_is_a_finding_and_check_exits_1(runner: CliRunner) -> None:
+    batch_shell = {"SLURM_JOB_ID": "5", "SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_STEP_ID": ""}
+    result = runner.invoke(cli, ["env"], env=batch_shell)
+    assert result.exit_code == 0 and "finding: " in result.output and "srun" in result.output
+    checked = runner.invoke(cli, ["env", "--check"], env=batch_shell)
+    assert checked.exit_code == 1
+
+
+def test_env_with_a_master_name_nobody_knows_prints_and_marks_it(tmp_path: Path) -> None:
+    step = {"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "2",
+            "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "nosuchnode-[1-2]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)",
+            "SLURM_NODEID": "0", "SLURM_LOCALID": "0"}
+    env = {**os.environ, **step, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    (tmp_path / "scontrol").write_text("#!/bin/sh\nexit 1\n")  # no SLURM to ask either
+    (tmp_path / "scontrol").chmod(0o755)
+    shown = hpc_run(["env"], env=env)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    assert "master_addr       (unresolved)" in shown.stdout and "does not resolve" in shown.stdout
+    assert "port_rule         derived from job 5 step 0" in shown.stdout
+    assert hpc_run(["env", "--check"], env=env).returncode == 1
 
 
 def test_status_of_a_malformed_job_id_exits_2(runner: CliRunner) -> None:

@@ -90,7 +90,8 @@ def test_nothing_set_is_a_single_local_process() -> None:
     env = environment.from_environ({"OMP_NUM_THREADS": "3"}, resolve)
     assert env.as_json() == {"source": "local", "rank": 0, "world_size": 1, "local_rank": 0, "local_world_size": 1,
                              "node_rank": 0, "num_nodes": 1, "master_addr": "127.0.0.1", "master_port": 29500,
-                             "hosts": ["localhost"], "cpus_per_task": 3}
+                             "hosts": ["localhost"], "cpus_per_task": 3, "job_key": "local",
+                             "addr_rule": "a single process: no master needed", "port_rule": "default 29500"}
 
 
 def test_batch_shell_of_a_multi_task_job_refuses_to_start() -> None:
@@ -119,3 +120,38 @@ def test_torch_variables_for_torchrun_style_scripts() -> None:
     env = environment.from_environ(slurm_step(2, 0, 1, 3, "n[1-2]", "2,1"), resolve)
     assert env.torch_variables() == {"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                                      "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(env.master_port)}
+
+
+def test_an_explicit_master_address_and_port_win_inside_a_slurm_step() -> None:
+    env = environment.from_environ(slurm_step(1, 1, 0, 2, "n1", "2", MASTER_ADDR="10.9.9.9", MASTER_PORT="23456"), resolve)
+    assert (env.master_addr, env.master_port) == ("10.9.9.9", 23456)
+    assert env.addr_rule == "MASTER_ADDR set explicitly" and env.port_rule == "MASTER_PORT set explicitly"
+
+
+def test_a_port_reserved_for_the_step_wins_over_derivation() -> None:
+    env = environment.from_environ(slurm_step(0, 0, 0, 2, "n1", "2", SLURM_STEP_RESV_PORTS="12004-12005"), resolve)
+    assert env.master_port == 12004 and "SLURM_STEP_RESV_PORTS" in env.port_rule
+    derived = environment.from_environ(slurm_step(0, 0, 0, 2, "n1", "2"), resolve)
+    assert derived.port_rule == "derived from job 4242 step 0" and derived.addr_rule.startswith("first node n1")
+
+
+@pytest.mark.parametrize(("text", "port"), [("12000", 12000), ("12000-12003", 12000), ("12007,12010-12011", 12007)])
+def test_reserved_port_forms(text: str, port: int) -> None:
+    assert environment.reserved_port(text) == port
+
+
+def test_store_namespace_names_the_job_and_step() -> None:
+    a = environment.from_environ(slurm_step(0, 0, 0, 1, "n1", "1", job_id="100", step_id="0"), resolve)
+    b = environment.from_environ(slurm_step(0, 0, 0, 1, "n1", "1", job_id="100", step_id="1"), resolve)
+    assert (a.job_key, b.job_key) == ("slurm-100.0", "slurm-100.1")
+
+
+def test_diagnose_marks_an_unresolvable_master_instead_of_raising() -> None:
+    def nothing_resolves(name: str) -> str:
+        raise LaunchError(f"master host {name!r} does not resolve")
+
+    env, findings = environment.diagnose(slurm_step(0, 0, 0, 2, "n[1-2]", "1(x2)"), nothing_resolves)
+    assert env is not None and env.master_addr == environment.UNRESOLVED
+    assert findings == ["master host 'n1' does not resolve"]
+    shell, said = environment.diagnose({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, resolve)
+    assert shell is None and "launch the entrypoint with srun" in said[0]

@@ -13,7 +13,7 @@ from hpc_runner import render, request, spec
 from hpc_runner.errors import SpecError
 from hpc_runner.run_config import RunConfig
 
-from .conftest import make_fake_srun, run_with_fake_srun
+from .conftest import make_fake_srun, provide_interpreter, run_with_fake_srun
 
 # Text with shell metacharacters, quotes, whitespace, control characters and non-ASCII.
 SHELLY = st.sampled_from(list("'\"`$(){};&|<>*?~!#\\ \t\n\r\x00-=,.%@") + ["$(touch PWNED)", "`touch PWNED`", "'; touch PWNED; '"])
@@ -54,6 +54,8 @@ def one_spec(raw: dict, env_value: str) -> str:
         tmp_path = Path(tmp)
         fake = make_fake_srun(tmp_path)
         text = render.render(job)
+        if not provide_interpreter(job.python, fake, tmp_path):
+            return "rejected"  # an absolute path that does not exist here: the script's own check stops it
         assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
         argv, environ = run_with_fake_srun(text, fake, tmp_path)
         assert not (tmp_path / "PWNED").exists()

@@ -40,8 +40,18 @@ def test_missing_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fewer_gpus_than_local_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(LaunchError, match="wants CUDA device 3 but only 2 are visible"):
+    with pytest.raises(LaunchError, match="4 ranks on .* share 2 visible GPUs"):
         entrypoint._device(CONFIG, env(3))
+
+
+def test_one_gpu_bound_per_task_is_device_0_for_every_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpus-per-task=1 / --gpu-bind: CUDA_VISIBLE_DEVICES holds one device, whatever the local rank."""
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert [entrypoint._device(CONFIG, env(r)) for r in range(4)] == [torch.device("cuda", 0)] * 4
+    assert chosen == [0, 0, 0, 0]
 
 
 def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from hpc_runner import render, request, spec, submit
 
-from .conftest import JOBS, make_fake_srun, run_with_fake_srun
+from .conftest import JOBS, make_fake_srun, provide_interpreter, run_with_fake_srun
 from .test_render import MODE_OVERRIDES
 
 # submitit's own bookkeeping, named: its log paths and mode, its wckey, and its srun wrapper.
@@ -59,6 +59,7 @@ def compare(req: request.JobRequest, folder: Path) -> None:
         theirs.pop(key, None)
     assert ours == theirs
     fake = make_fake_srun(folder)
+    assert provide_interpreter(req.python, fake, folder)
     r_argv, r_env = run_with_fake_srun(rendered, fake, folder)
     s_argv, s_env = run_with_fake_srun(submitted, fake, folder)
     s_srun, _ = strip_submitit_srun(s_argv, sub)
@@ -101,7 +102,7 @@ def specs(draw: st.DrawFn) -> dict:
     for key in ("partition", "account", "qos"):
         raw[key] = draw(st.one_of(st.none(), NAMES))
     raw["mem"] = draw(st.one_of(st.none(), st.sampled_from(["4G", "512M", "1T"])))
-    raw["python"] = draw(st.one_of(st.none(), st.sampled_from(["python3", "/opt/venv a/bin/python"])))
+    raw["python"] = draw(st.one_of(st.none(), st.sampled_from(["python3", "venv a/bin/python"])))
     raw["setup"] = draw(st.lists(st.sampled_from(["true", "command -v module || true", "echo 'a b'"]), max_size=2))
     raw["requeue"] = {"signal": draw(st.sampled_from(["USR1", "USR2"])), "seconds_before": draw(st.integers(1, 60))}
     return raw

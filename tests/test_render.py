@@ -6,6 +6,7 @@ import difflib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,8 @@ SUBMIT_DIR = "/home/user/project"
 PYTHON = "/home/user/project/.venv/bin/python"
 
 
-def build(job: spec.JobSpec) -> request.JobRequest:
-    return request.build(job, cwd=SUBMIT_DIR, python=PYTHON)
+def build(job: spec.JobSpec, python: str = PYTHON) -> request.JobRequest:
+    return request.build(job, cwd=SUBMIT_DIR, python=python)
 
 
 def rendered(job: Path, mode: str) -> str:
@@ -93,7 +94,7 @@ def test_hostile_strings_round_trip_through_a_real_shell(value: str, tmp_path: P
         "env": {"USER_VALUE": value},
         "output_dir": f"out/{value}",
         "entrypoint": {"script": f"train {value}.py", "args": [value, "--lr", value]},
-    }))
+    }), python=sys.executable)
     argv, environ = run_with_fake_srun(render.render(job), fake_srun, tmp_path)
     assert environ["USER_VALUE"] == value
     program = argv[argv.index("hpc_runner.entrypoint") + 1:]
@@ -104,7 +105,8 @@ def test_hostile_strings_round_trip_through_a_real_shell(value: str, tmp_path: P
 
 def test_hostile_params_round_trip(tmp_path: Path, fake_srun: Path) -> None:
     params = {"text": "'; rm -rf / #", "nested": {"k": "$(id)"}, "list": ["`x`", 1, 2.5, None, True]}
-    job = build(spec.from_mapping({"name": "p", "mode": "gloo", "entrypoint": {"function": "a.b:c", "params": params}}))
+    job = build(spec.from_mapping({"name": "p", "mode": "gloo", "entrypoint": {"function": "a.b:c", "params": params}}),
+                python=sys.executable)
     argv, _ = run_with_fake_srun(render.render(job), fake_srun, tmp_path)
     config = RunConfig.from_argv(argv[argv.index("hpc_runner.entrypoint") + 1:])
     assert config.entry.params == params
@@ -126,3 +128,36 @@ def test_a_site_template_folder_comes_first(tmp_path: Path, monkeypatch: pytest.
     text = rendered(ROOT / "jobs" / "echo.yaml", "gloo")
     assert "# site: use ib0" in text and "#SBATCH --nodes=2" in text
     assert "# site: use ib0" not in rendered(ROOT / "jobs" / "echo.yaml", "nccl")
+
+
+def test_a_missing_interpreter_stops_the_script_before_srun(tmp_path: Path, fake_srun: Path) -> None:
+    job = request.build(spec.from_mapping({"name": "j", "mode": "gloo", "python": "/nowhere/bin/python",
+                                           "entrypoint": {"function": "a:b"}}))
+    path = tmp_path / "job.sh"
+    path.write_text(render.render(job))
+    result = subprocess.run(["bash", str(path)], env={"PATH": f"{fake_srun}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv"),
+                                                      "ENV_OUT": str(tmp_path / "env")}, capture_output=True, text=True)
+    assert result.returncode == 1 and not (tmp_path / "argv").exists()  # srun never ran
+    assert "the interpreter /nowhere/bin/python does not exist on" in result.stderr
+
+
+def test_the_default_interpreter_is_the_one_rendering() -> None:
+    job = request.build(spec.from_mapping({"name": "j", "entrypoint": {"function": "a:b"}}))
+    assert job.python == sys.executable and job.program[0] == sys.executable
+
+
+def test_an_inherited_master_address_is_dropped_with_a_warning_unless_the_spec_sets_it(tmp_path: Path, fake_srun: Path) -> None:
+    inherited = {"MASTER_ADDR": "10.0.0.99", "MASTER_PORT": "29500"}
+    plain = build(spec.from_mapping({"name": "j", "mode": "gloo", "entrypoint": {"function": "a:b"}}), python=sys.executable)
+    chosen = build(spec.from_mapping({"name": "j", "mode": "gloo", "env": {"MASTER_ADDR": "10.1.1.1"},
+                                      "entrypoint": {"function": "a:b"}}), python=sys.executable)
+    path = tmp_path / "job.sh"
+    seen = []
+    for job in (plain, chosen):
+        path.write_text(render.render(job))
+        env = {"PATH": f"{fake_srun}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv"), "ENV_OUT": str(tmp_path / "env"), **inherited}
+        result = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, check=True)
+        environ = dict(item.split("=", 1) for item in (tmp_path / "env").read_text().split("\0") if "=" in item)
+        seen.append((environ.get("MASTER_ADDR"), environ.get("MASTER_PORT"), result.stderr))
+    assert seen[0][:2] == (None, None) and "ignoring MASTER_ADDR=10.0.0.99 inherited" in seen[0][2]
+    assert seen[1][:2] == ("10.1.1.1", None) and "ignoring MASTER_ADDR" not in seen[1][2]
