@@ -99,7 +99,7 @@ def test_nccl_runs_one_task_per_gpu(tmp_path: Path) -> None:
     assert job.ntasks_per_node == 4 and job.world_size == 8
 
 
-@pytest.mark.parametrize(("text", "minutes"), [("00:30:00", 30), ("1-00:00:00", 1440), ("01:30", 90), (45, 45), ("00:00:30", 1)])
+@pytest.mark.parametrize(("text", "minutes"), [("00:30:00", 30), ("1-00:00:00", 1440), ("01:30", 2), ("01:30:00", 90), (45, 45), ("00:00:30", 1)])
 def test_time_formats(tmp_path: Path, text: object, minutes: int) -> None:
     assert spec.load(write(tmp_path, {**BASE, "time": text})).time_minutes == minutes
 
