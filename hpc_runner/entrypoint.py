@@ -28,6 +28,7 @@ import torch.distributed as dist
 from . import environment
 from .errors import HpcRunnerError, LaunchError
 from .hosts import resolve_address
+from .interfaces import interface_towards
 from .launch_task import RESULT_FILE_VAR
 from .run_config import RunConfig
 from .schema import FunctionEntry
@@ -206,8 +207,24 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in groups)
 
 
+def _choose_gloo_interface(env: environment.DistEnv) -> None:
+    """Point Gloo at the interface that reaches the master unless GLOO_SOCKET_IFNAME is set already."""
+    if os.environ.get("GLOO_SOCKET_IFNAME") or env.num_nodes <= 1:
+        return
+    found = interface_towards(env.master_addr, env.master_port)
+    if found is None:
+        log.warning("cannot tell which interface reaches %s; Gloo uses the host name's address", env.master_addr)
+        return
+    os.environ["GLOO_SOCKET_IFNAME"] = found[0]
+    if env.rank == 0:
+        print(f"hpc_runner: Gloo uses interface {found[0]} ({found[1]}), the route to the master "
+              f"{env.master_addr} (set socket_ifname in the spec to choose)", flush=True)
+
+
 def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
     """Form the process group with a timeout and errors that say what to check."""
+    if config.mode == "gloo":
+        _choose_gloo_interface(env)
     store = _rendezvous(config, env)
     dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank,
                             world_size=env.world_size, timeout=datetime.timedelta(seconds=config.init_timeout_s))

@@ -18,9 +18,18 @@ from .errors import HpcRunnerError
 from .hosts import resolve_address
 
 
-def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, entry_argv: list[str]) -> list[str]:
-    """The torchrun command line for this node (pure; tested with tables)."""
-    return [
+def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, entry_argv: list[str],
+                  local_addr: str | None = None) -> list[str]:
+    """The torchrun command line for this node (pure; tested with tables).
+
+    torchrun guesses whether its agent hosts the rendezvous store by comparing the endpoint with
+    the machine's host name, which fails where a node's address is not what its name resolves to
+    (most clusters; the testbed's namespaces). We know: the first node hosts it, unless the address
+    was set explicitly (then torchrun's own guess stands). Likewise the agent on the first node tells
+    every worker to reach its store at its fully qualified host name, which other nodes may resolve
+    to themselves: ``local_addr`` (this node's address) replaces that guess.
+    """
+    argv = [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={env.num_nodes}",
         f"--nproc-per-node={nproc_per_node}",
@@ -28,8 +37,12 @@ def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, en
         f"--rdzv-endpoint={env.master_addr}:{env.master_port}",
         f"--rdzv-id=hpc-runner-{job_id}",
         "--max-restarts=0",
-        "-m", "hpc_runner.entrypoint", *entry_argv,
     ]
+    if not env.addr_rule.startswith("MASTER_ADDR"):
+        argv.append(f"--rdzv-conf=is_host={'true' if env.node_rank == 0 else 'false'}")
+    if local_addr:
+        argv.append(f"--local-addr={local_addr}")
+    return [*argv, "-m", "hpc_runner.entrypoint", *entry_argv]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv[:cut])
     try:
         env = environment.from_environ(os.environ, resolve_address)
+        local_addr = resolve_address(env.hosts[env.node_rank]) if env.source == "slurm" else None
     except HpcRunnerError as exc:
         print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # The agent must survive the time-limit warning; workers install their own handler.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), argv[cut + 1:])
+    command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), argv[cut + 1:], local_addr)
     print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> torchrun rendezvous at "
           f"{env.master_addr}:{env.master_port}", flush=True)
     os.execv(command[0], command)

@@ -3,6 +3,12 @@
 # munge, MariaDB + slurmdbd (real accounting, so sacct works), slurmctld and one `slurmd -N nX`
 # per node. All state lives under one folder ($HPC_TESTBED_DIR, default .testbed/).
 #
+# Like a real cluster, every node has its own network: slurmd nX runs in network namespace
+# hpc-nX with its own address (NET.1X on a bridge the testbed creates, hpcbr0), its own
+# loopback, and a name that DNS does not know. The controller listens on the bridge (NET.1),
+# reachable from every node and from this machine. The namespaces, the veth pairs and the
+# bridge are the testbed's own, created by `up` and removed by `down`.
+#
 #   scripts/testbed.sh up       # install packages if missing, start everything, wait for 4 idle nodes
 #   scripts/testbed.sh down     # stop everything (by pid files, never by name)
 #   scripts/testbed.sh status   # sinfo + sacct
@@ -14,6 +20,9 @@ STATE=${HPC_TESTBED_DIR:-$ROOT/.testbed}
 NODES=${HPC_TESTBED_NODES:-4}
 CONF=$STATE/etc/slurm.conf
 export SLURM_CONF=$CONF
+NET=${HPC_TESTBED_NET:-10.250.77}  # a private /24 used only on the testbed's own bridge
+BRIDGE=hpcbr0
+node_addr() { echo "$NET.$((10 + $1))"; }
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
@@ -30,6 +39,7 @@ install_packages() {
   command -v munged >/dev/null || missing+=(munge)
   command -v slurmdbd >/dev/null || missing+=(slurmdbd)
   command -v mariadbd >/dev/null || missing+=(mariadb-server)
+  command -v ip >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -48,7 +58,7 @@ write_configs() {
   fi
   cat > "$CONF" <<CONF
 ClusterName=testbed
-SlurmctldHost=localhost
+SlurmctldHost=localhost($NET.1)
 SlurmctldPort=6817
 SlurmUser=root
 SlurmdUser=root
@@ -69,6 +79,7 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=5,bf_interval=5
 MpiDefault=none
+MpiParams=ports=12000-12999
 GresTypes=gpu
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/linux
@@ -81,7 +92,9 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[17001-$((17000 + NODES))] Gres=gpu:4 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN
+$(for i in $(seq 1 "$NODES"); do
+  echo "NodeName=n$i NodeHostname=localhost NodeAddr=$(node_addr "$i") Port=$((17000 + i)) Gres=gpu:4 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN"
+done)
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   # Four GPUs per node on paper (plain files stand in for devices): lets sbatch --test-only
@@ -107,6 +120,35 @@ CONF
   if [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
     mkdir -p /etc/slurm && ln -sfn "$CONF" /etc/slurm/slurm.conf
   fi
+}
+
+net_up() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$NET.1/24" dev "$BRIDGE"
+  fi
+  ip link set "$BRIDGE" up
+  for i in $(seq 1 "$NODES"); do
+    local ns=hpc-n$i veth=hpcv$i
+    ip netns list | grep -qw "$ns" || ip netns add "$ns"
+    if ! ip link show "$veth" >/dev/null 2>&1; then
+      ip link add "$veth" type veth peer name eth0 netns "$ns"
+      ip link set "$veth" master "$BRIDGE"
+      ip -n "$ns" addr add "$(node_addr "$i")/24" dev eth0
+    fi
+    ip link set "$veth" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route replace default via "$NET.1"
+  done
+}
+
+net_down() {
+  for i in $(seq 1 "$NODES"); do
+    ip netns del "hpc-n$i" 2>/dev/null || true
+    ip link del "hpcv$i" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
 }
 
 start_munge() {
@@ -159,7 +201,8 @@ start_slurmdbd() {
 start_slurm() {
   if ! pid_alive "$STATE/run/slurmctld.pid"; then slurmctld -i; fi
   for i in $(seq 1 "$NODES"); do
-    pid_alive "$STATE/run/slurmd-n$i.pid" || slurmd -N "n$i"
+    # nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup fs slurmd probes.
+    pid_alive "$STATE/run/slurmd-n$i.pid" || nsenter --net="/run/netns/hpc-n$i" slurmd -N "n$i"
   done
   local resumed=0
   for _ in $(seq 300); do
@@ -181,6 +224,7 @@ up() {
   install_packages
   local t1=$EPOCHREALTIME
   write_configs
+  net_up
   start_munge
   start_mariadb
   start_slurmdbd
@@ -210,13 +254,14 @@ down() {
   kill_pidfile "$STATE/run/slurmdbd.pid"
   kill_pidfile "$STATE/mysql/mariadbd.pid"
   kill_pidfile /run/munge/munged.pid
+  net_down
   log "down"
 }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  status) sinfo; sacct -X ;;
+  status) sinfo; sacct -X; ip -br addr show "$BRIDGE" 2>/dev/null || true ;;
   env) echo "export SLURM_CONF=$CONF" ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

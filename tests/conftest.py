@@ -112,6 +112,16 @@ def testbed_up() -> bool:
     return out.returncode == 0 and out.stdout.strip() != ""
 
 
+def node_addresses(env: dict[str, str]) -> dict[str, str]:
+    """Each testbed node's NodeAddr, as SLURM holds it."""
+    out = subprocess.run(["scontrol", "show", "node", "-o"], env=env, capture_output=True, text=True, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        found[fields["NodeName"]] = fields["NodeAddr"]
+    return found
+
+
 @pytest.fixture(scope="session")
 def testbed() -> dict[str, str]:
     """Environment for commands on the real SLURM testbed; skips with the reason where it is down."""

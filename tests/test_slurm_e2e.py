@@ -11,7 +11,7 @@ import pytest
 
 from hpc_runner import job_control as jobs
 
-from .conftest import CHECK, DRILLS, EMULATOR, HPC_RUN, ROOT, SMALL, hpc_run, render, sbatch
+from .conftest import CHECK, DRILLS, EMULATOR, HPC_RUN, ROOT, SMALL, hpc_run, node_addresses, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -85,7 +85,7 @@ def test_torchrun_launcher(testbed: dict[str, str], tmp_path: Path) -> None:
                                      "--set", "launcher=torchrun", "--set", f"output_dir={tmp_path}/out", *SMALL], testbed, tmp_path)
     log = (tmp_path / f"emulator-{job_id}.out").read_text()
     assert final.state == "COMPLETED", log
-    assert "torchrun rendezvous at 127.0.0.1:" in log
+    assert f"torchrun rendezvous at {node_addresses(testbed)['n1']}:" in log
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 4 and metrics["steps_per_epoch"] == 2048 // 4 // 32
     assert log.count("wrote ") == 1
@@ -135,7 +135,7 @@ def test_env_json_under_a_real_uneven_step(testbed: dict[str, str], tmp_path: Pa
     rows = sorted((json.loads(line) for line in result.stdout.splitlines()), key=lambda r: r["rank"])
     assert [(r["rank"], r["local_rank"], r["local_world_size"], r["node_rank"]) for r in rows] == \
         [(0, 0, 2, 0), (1, 1, 2, 0), (2, 0, 1, 1)]
-    assert {r["master_addr"] for r in rows} == {"127.0.0.1"} and {r["world_size"] for r in rows} == {3}
+    assert {r["master_addr"] for r in rows} == {node_addresses(testbed)["n1"]} and {r["world_size"] for r in rows} == {3}
     assert rows[0]["hosts"] == ["n1", "n2"] and rows[0]["source"] == "slurm"
 
 
