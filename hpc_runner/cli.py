@@ -143,7 +143,9 @@ def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
 
     job = submit_mod.submit(submission)
     request = submission.request
-    where = (" as local processes over Gloo on 127.0.0.1" if submission.executor == "local" else "")
+    where = ""
+    if submission.executor == "local":
+        where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"
     click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {request.world_size} rank(s){where})")
     click.echo(f"logs: {job.paths.stdout}")
     click.echo(f"output: {request.output_dir}")

@@ -10,61 +10,77 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .errors import LaunchError
 
-_MASK = (1 << 61) - 1
+FIX = ("  hint: give the DataLoader a DistributedSampler(dataset, num_replicas=world_size, rank=rank) with the "
+       "GLOBAL rank (ctx-aware helper: hpc_runner.data.shard_loader) and call sampler.set_epoch(epoch) each epoch; "
+       "switch the audit off with data.audit: false only if the duplication is intended")
 
 
 @dataclass(frozen=True)
-class ShardDigest:
-    """A cheap fingerprint of the sample indices one rank will read in an epoch."""
+class ShardReport:
+    """How the ranks' sample indices for one epoch cover the data set."""
 
-    count: int
-    hash_sum: int
+    world: int
+    dataset_size: int
+    missing: int          # samples no rank reads
+    duplicates: int       # reads beyond the first of a sample
+    identical: tuple[tuple[int, ...], ...]  # groups of ranks that read exactly the same samples
+
+    @property
+    def padded(self) -> bool:
+        """DistributedSampler without drop_last: every sample read, at most world-1 read twice (padding)."""
+        return self.missing == 0 and self.duplicates < self.world
+
+    @property
+    def dropped(self) -> bool:
+        """DistributedSampler with drop_last: no sample read twice, fewer than world left out."""
+        return self.duplicates == 0 and self.missing < self.world
 
 
-def digest(indices: list[int]) -> ShardDigest:
-    """Count and an order-free hash sum of ``indices`` (splitmix-style mixing, mod 2**61-1)."""
-    total = 0
-    for i in indices:
-        z = (i + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        total = (total + (z ^ (z >> 31))) % _MASK
-    return ShardDigest(count=len(indices), hash_sum=total)
+def shard_report(shards: list[list[int]], dataset_size: int) -> ShardReport:
+    """Compare the ranks' index lists by content: coverage, overlap, ranks reading the same shard."""
+    counts = torch.zeros(dataset_size, dtype=torch.int64)
+    for rank, indices in enumerate(shards):
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= dataset_size):
+            raise LaunchError(f"sharding audit: rank {rank} reads indices outside the data set of {dataset_size}")
+        counts += torch.bincount(index, minlength=dataset_size)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for rank, indices in enumerate(shards):
+        groups.setdefault(tuple(sorted(indices)), []).append(rank)
+    identical = tuple(tuple(ranks) for ranks in groups.values() if len(ranks) > 1)
+    return ShardReport(world=len(shards), dataset_size=dataset_size, missing=int((counts == 0).sum()),
+                       duplicates=int((counts - 1).clamp(min=0).sum()), identical=identical)
 
 
-def check_shards(digests: list[ShardDigest], dataset_size: int) -> None:
-    """Stop with an explanation when shards overlap or do not cover the data set."""
-    world = len(digests)
-    if world <= 1:
+def check_shards(shards: list[list[int]], dataset_size: int) -> None:
+    """Stop with an explanation unless the shards are disjoint and cover the data set (padding and drop_last aside)."""
+    report = shard_report(shards, dataset_size)
+    if report.world <= 1 or report.padded or report.dropped:
         return
-    total = sum(d.count for d in digests)
-    fix = ("  hint: give the DataLoader a DistributedSampler(dataset, num_replicas=world_size, rank=rank) "
-           "(ctx-aware helper: hpc_runner.data.shard_loader) and call sampler.set_epoch(epoch) each epoch; "
-           "switch the audit off with data.audit: false only if the duplication is intended")
-    if len(set(digests)) == 1:
+    if report.identical and len(report.identical[0]) == report.world:
         raise LaunchError(
-            f"sharding audit: all {world} ranks will read the same {digests[0].count} samples this epoch, "
-            f"so {world} ranks do the work of one (no speed-up, {world}x the steps).\n{fix}")
-    if total < dataset_size:
-        raise LaunchError(
-            f"sharding audit: the ranks read {total} samples in all but the data set has {dataset_size}; "
-            f"{dataset_size - total} samples are never seen.\n{fix}")
-    if total >= dataset_size + world:
-        raise LaunchError(
-            f"sharding audit: the ranks read {total} samples in all for a data set of {dataset_size}; "
-            f"shards overlap by {total - dataset_size} samples.\n{fix}")
+            f"sharding audit: all {report.world} ranks will read the same {len(shards[0])} samples this epoch, "
+            f"so {report.world} ranks do the work of one (no speed-up, {report.world}x the steps).\n{FIX}")
+    said = []
+    if report.identical:
+        said.append("ranks " + "; ".join(" and ".join(map(str, g)) for g in report.identical)
+                    + " read exactly the same samples (a sampler given the local rank instead of the global one?)")
+    if report.missing:
+        said.append(f"{report.missing} of {dataset_size} samples are never seen")
+    if report.duplicates:
+        said.append(f"shards overlap by {report.duplicates} samples")
+    raise LaunchError(f"sharding audit: {'; '.join(said)}.\n{FIX}")
 
 
 def audit_loader(loader: DataLoader, dataset_size: int) -> None:
-    """Exchange each rank's shard digest for this epoch and check them (needs a process group)."""
+    """Exchange each rank's sample indices for this epoch and check them (needs a process group)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     sampler = loader.sampler
     indices = [int(i) for i in sampler] if sampler is not None else list(range(dataset_size))
-    mine = digest(indices)
-    gathered: list[ShardDigest | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, mine)
-    check_shards([d for d in gathered if d is not None], dataset_size)
+    gathered: list[list[int] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, indices)
+    check_shards([g or [] for g in gathered], dataset_size)
 
 
 def shard_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, *,

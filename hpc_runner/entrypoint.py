@@ -6,6 +6,18 @@ submitit's executors, or by hand as a single process.
 
 from __future__ import annotations
 
+import signal
+
+# Before anything slow (torch takes seconds to import): a time-limit warning or SIGTERM arriving
+# during start-up is remembered, not fatal. USR1/USR2: stop, checkpoint, requeue; TERM (preemption,
+# `scontrol requeue`, scancel): stop and checkpoint within SLURM's KillWait, SLURM decides the rest.
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+RECEIVED: list[int] = []
+if __name__ == "__main__":
+    for _sig in STOP_SIGNALS:
+        signal.signal(_sig, lambda signum, _frame: RECEIVED.append(signum))
+
+import dataclasses
 import datetime
 import gc
 import importlib
@@ -13,12 +25,10 @@ import json
 import logging
 import os
 import runpy
-import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,63 +41,11 @@ from .hosts import resolve_address
 from .interfaces import interface_towards
 from .launch_task import RESULT_FILE_VAR
 from .run_config import RunConfig
+from .run_context import RunContext
 from .schema import FunctionEntry
 
 log = logging.getLogger("hpc_runner")
 BACKENDS = {"gloo": "gloo", "nccl": "nccl"}
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-
-
-@dataclass
-class RunContext:
-    """What user code gets: where it runs, where to write, and whether to stop for a requeue."""
-
-    env: environment.DistEnv
-    config: RunConfig
-    device: torch.device
-    restart_count: int = 0
-    stopping: bool = False  # every rank agreed to stop for a requeue
-    _signalled: list[int] = field(default_factory=list)
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 alone writes checkpoints, metrics and plots."""
-        return self.env.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """A process group is up (gloo or nccl mode)."""
-        return dist.is_available() and dist.is_initialized()
-
-    @property
-    def output_dir(self) -> Path:
-        """The run's output directory (created on demand)."""
-        path = Path(self.config.output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def print(self, *args: Any) -> None:
-        """Print on rank 0 only, flushed."""
-        if self.is_main:
-            print(*args, flush=True)
-
-    @property
-    def signalled(self) -> bool:
-        """This rank received the time-limit signal."""
-        return bool(self._signalled)
-
-    def stop_requested(self) -> bool:
-        """True on every rank once any rank got the time-limit signal (all ranks agree)."""
-        flag = torch.tensor([1.0 if self.signalled else 0.0], device=self.device)
-        if self.distributed:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.stopping = self.stopping or bool(flag.item() > 0)
-        return self.stopping
-
-    def barrier(self) -> None:
-        """Wait for every rank (no-op in a single process)."""
-        if self.distributed:
-            dist.barrier()
 
 
 def _device(config: RunConfig, env: environment.DistEnv) -> torch.device:
@@ -226,8 +184,8 @@ def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
     if config.mode == "gloo":
         _choose_gloo_interface(env)
     store = _rendezvous(config, env)
-    dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank,
-                            world_size=env.world_size, timeout=datetime.timedelta(seconds=config.init_timeout_s))
+    dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=config.collective_timeout_s))
 
 
 def _run_entry(ctx: RunContext) -> Any:
@@ -249,17 +207,19 @@ def _run_entry(ctx: RunContext) -> Any:
 
 
 def requeue_expected(ctx: RunContext) -> bool:
-    """The run stopped for a time-limit signal and SLURM will run it again (the same answer on every rank)."""
-    return ((ctx.stopping or ctx.signalled) and bool(os.environ.get("SLURM_JOB_ID"))
+    """Training stopped for a time-limit warning (all ranks agreed) and we ask SLURM to run it again.
+
+    Not after SIGTERM (SLURM requeues preempted jobs itself, a plain scancel stays cancelled), not for
+    a run that finished before any stop was agreed, not past the restart bound. The same on every rank.
+    """
+    return (ctx.stopping and not ctx.terminating and bool(os.environ.get("SLURM_JOB_ID"))
             and ctx.restart_count < ctx.config.max_restarts)
 
 
 def requeue_if_asked(ctx: RunContext) -> bool:
     """After a time-limit signal: rank 0 asks SLURM to requeue the job, within the restart bound."""
-    if not (ctx.stopping or ctx.signalled) or not ctx.is_main:
-        return False
     job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id:
+    if not (ctx.stopping and not ctx.terminating and ctx.is_main and job_id):
         return False
     if not requeue_expected(ctx):
         print(f"hpc_runner: not requeueing job {job_id}: {ctx.restart_count} restart(s) reached the bound "
@@ -279,13 +239,20 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, 
     torch.set_num_threads(max(env.cpus_per_task, 1))
     device = _device(config, env)
     ctx = RunContext(env=env, config=config, device=device,
-                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0))
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda signum, _frame: ctx._signalled.append(signum))
+                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0), _signalled=RECEIVED)
+    for sig in STOP_SIGNALS:  # (again: where run() is called without __main__, e.g. in tests)
+        signal.signal(sig, lambda signum, _frame: RECEIVED.append(signum))
+    if not isinstance(config.entry, FunctionEntry):
+        # A script cannot be asked to stop: SIGTERM keeps its usual meaning (the time-limit warnings stay
+        # caught, so a signal we asked SLURM for never kills a script that takes no part).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.SIGTERM in RECEIVED:
+            raise LaunchError("stopped by SIGTERM while starting")
     owns_group = config.mode in BACKENDS and isinstance(config.entry, FunctionEntry)
     if owns_group:
         init_process_group(config, env)
     try:
+        _record_run(ctx)
         result = _run_entry(ctx)
         requeue_if_asked(ctx)
         if owns_group:
@@ -297,15 +264,25 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, 
             dist.destroy_process_group()
 
 
+def _record_run(ctx: RunContext) -> None:
+    """Rank 0 writes what this run is into its output directory (run.json): config, world, fingerprint."""
+    if not ctx.is_main:
+        return
+    record = {"config": dataclasses.asdict(ctx.config), "world_size": ctx.env.world_size,
+              "restart_count": ctx.restart_count, "fingerprint": ctx.fingerprint(),
+              "job": ctx.env.job_key, "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    (ctx.output_dir / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+
+
 def _write_outcome(outcome: dict[str, Any]) -> None:
     """For a supervising wrapper (``hpc-run submit``): this rank's result, error and requeue as JSON."""
     template = os.environ.get(RESULT_FILE_VAR)
     if not template:
         return
-    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
-    path = Path(template.replace("{rank}", rank))
+    path = Path(template.replace("{rank}", os.environ.get("LOCAL_RANK") or "0"))  # "{rank}": under torchrun only
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome, default=str))
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    tmp.write_text(json.dumps({"rank": int(rank), **outcome}, default=str))
     tmp.replace(path)
 
 
@@ -319,14 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
         _write_outcome({"error": str(exc)})
         return exc.exit_code
+    except Exception as exc:  # the user's code failed: its traceback goes to the log as usual
+        _write_outcome({"error": f"{type(exc).__name__}: {exc} (traceback in this rank's log)"})
+        raise
     _write_outcome({"result": result, "requeue": requeue})
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    # Skip interpreter finalisation: Gloo's C++ threads can abort ("terminate called without an
-    # active exception") while Python tears down after a clean destroy_process_group.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # A normal interpreter exit: atexit handlers run (wandb and MLflow flush there), output is flushed.
+    sys.exit(main())

@@ -22,7 +22,8 @@ from .errors import JobFailed
 if TYPE_CHECKING:
     from .request import JobRequest
 
-# A path with "{rank}" in it: each rank's entrypoint writes {"result", "error", "requeue"} there as JSON.
+# Where each rank writes {"rank", "result", "error", "requeue"} as JSON; under torchrun the path
+# holds "{rank}", which the rank replaces by its local rank.
 RESULT_FILE_VAR = "HPC_RUNNER_RESULT_FILE"
 REQUEUE_GRACE_S = 600  # how long a task whose job asked for a requeue waits for SLURM to stop it
 
@@ -30,6 +31,7 @@ REQUEUE_GRACE_S = 600  # how long a task whose job asked for a requeue waits for
 def local_variables(request: JobRequest, index: int, port: int) -> dict[str, str]:
     """torchrun-style variables for launch task ``index`` of a local run (127.0.0.1, nodes emulated)."""
     per_node = request.tasks_per_node
+    port = int(dict(request.env).get("MASTER_PORT", port))  # a port the spec chose wins, as on SLURM
     variables = {"RANK": str(index), "WORLD_SIZE": str(request.launch_tasks), "LOCAL_RANK": str(index % per_node),
                  "LOCAL_WORLD_SIZE": str(per_node), "GROUP_RANK": str(index // per_node),
                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
@@ -61,9 +63,11 @@ class LaunchTask:
         environ = dict(os.environ)
         if self.local is not None:
             environ = without_slurm(environ) | local_variables(self.local, index, self.local_port or 0)
-        template = str(Path(job_env.paths.folder) / f"{job_env.job_id}_rank{{rank}}_result.json")
-        ranks = range(index * self.ranks_per_task, (index + 1) * self.ranks_per_task)
-        files = [Path(template.replace("{rank}", str(rank))) for rank in ranks]
+        # One file per rank of this task; several only under torchrun, keyed by local rank (torchrun
+        # numbers the nodes in its own order, so global ranks say nothing about which task ran them).
+        name = f"{job_env.job_id}_task{index}" + ("_local{rank}" if self.ranks_per_task > 1 else "")
+        template = str(Path(job_env.paths.folder) / f"{name}_result.json")
+        files = [Path(template.replace("{rank}", str(local))) for local in range(self.ranks_per_task)]
         for path in files:
             path.unlink(missing_ok=True)
         environ[RESULT_FILE_VAR] = template
@@ -71,21 +75,28 @@ class LaunchTask:
         stopped: list[int] = []
         signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
         code = subprocess.run(self.program, env=environ, check=False).returncode
-        if code < 0 or stopped:
-            os._exit(128 + (-code if code < 0 else signal.SIGTERM))  # SLURM stopped the job: no result
-        return _outcome(files, code, ranks.start)
+        if stopped:
+            os._exit(128 + signal.SIGTERM)  # SLURM stopped the job (cancel, requeue, preemption): no result
+        return _outcome(files, code, index, stopped)
 
 
-def _outcome(files: list[Path], code: int, first_rank: int) -> Any:
+def _outcome(files: list[Path], code: int, task: int, stopped: list[int]) -> Any:
     outcomes = [json.loads(path.read_text()) if path.exists() else {} for path in files]
+    failed = [o for o in outcomes if o.get("error")]
+    if failed:
+        raise JobFailed(f"rank {failed[0].get('rank', '?')} (task {task}) failed: {failed[0]['error']}")
+    if code < 0:
+        raise JobFailed(f"task {task}: its process was killed by {signal.Signals(-code).name}; its log says where")
     if code != 0:
-        errors = [o["error"] for o in outcomes if o.get("error")]
-        reason = errors[0] if errors else f"exit code {code}; the log says why"
-        raise JobFailed(f"rank {first_rank + next((i for i, o in enumerate(outcomes) if o.get('error')), 0)} failed: {reason}")
+        raise JobFailed(f"task {task} exited with code {code}; its log says why")
     if any(o.get("requeue") for o in outcomes):
         # The job asked SLURM for a requeue: SLURM will stop this task; leaving a result now would
         # make submitit report the job finished before its rerun.
-        time.sleep(REQUEUE_GRACE_S)
-        raise JobFailed(f"rank {first_rank}: a requeue was requested but SLURM did not stop the job "
-                        f"within {REQUEUE_GRACE_S} s")
-    return outcomes[0].get("result")
+        deadline = time.monotonic() + REQUEUE_GRACE_S
+        while time.monotonic() < deadline:
+            if stopped:
+                os._exit(128 + signal.SIGTERM)
+            time.sleep(0.2)
+        raise JobFailed(f"task {task}: a requeue was requested but SLURM did not stop the job within {REQUEUE_GRACE_S} s")
+    results = sorted((o for o in outcomes if "result" in o), key=lambda o: o.get("rank", 0))
+    return results[0]["result"] if results else None

@@ -7,6 +7,7 @@ anything about the job again. Pure: no torch, no subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from .data_plan import data_plan
 from .run_config import RunConfig
-from .schema import JobSpec
+from .schema import JobSpec, ScriptEntry
 from .slurm_time import format_time
 
 ENTRYPOINT_MODULE = "hpc_runner.entrypoint"
@@ -81,8 +82,12 @@ def sbatch_line(key: str, value: str | None) -> str:
 
 def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> JobRequest:
     """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this."""
-    output_dir = os.path.abspath(os.path.join(cwd or os.getcwd(), spec.run_dir))
+    here = cwd or os.getcwd()
+    output_dir = os.path.abspath(os.path.join(here, os.path.expanduser(spec.run_dir)))
     interpreter = spec.python or python or sys.executable
+    if isinstance(spec.entrypoint, ScriptEntry):  # found where it was submitted, whatever the job's cwd
+        script = os.path.abspath(os.path.join(here, os.path.expanduser(spec.entrypoint.path)))
+        spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=script))
     config = RunConfig.from_spec(spec, output_dir)
     torchrun = spec.launcher == "torchrun"
     tasks_per_node = 1 if torchrun else spec.ntasks_per_node

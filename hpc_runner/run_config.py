@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
-from .schema import MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
+from .errors import InputError, SpecError
+from .schema import FUNCTION_PATTERN, MODES, RESUME_MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
 
 ARGV_USAGE = ("python -m hpc_runner.entrypoint --mode=M --output-dir=D --init-timeout-s=S --max-restarts=N "
-              "--data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
+              "--collective-timeout-s=S --resume=auto|never|force --data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,22 @@ class RunConfig:
     init_timeout_s: int
     data: DataSpec | None
     max_restarts: int
+    collective_timeout_s: int
+    resume: str
 
     @classmethod
     def from_spec(cls, spec: JobSpec, output_dir: str) -> RunConfig:
         """Take the entrypoint's part of a validated spec (``output_dir`` as the request resolved it)."""
         return cls(mode=spec.mode, entry=spec.entrypoint, output_dir=output_dir,
-                   init_timeout_s=spec.init_timeout_s, data=spec.data, max_restarts=spec.requeue.max_restarts)
+                   init_timeout_s=spec.init_timeout_s, data=spec.data, max_restarts=spec.requeue.max_restarts,
+                   collective_timeout_s=spec.collective_timeout_s, resume=spec.resume)
 
     def to_argv(self) -> list[str]:
         """Arguments for ``python -m hpc_runner.entrypoint`` ("--key=value" keeps "-x" values from reading as options)."""
         data = None if self.data is None else dataclasses.asdict(self.data)
         argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}", f"--init-timeout-s={self.init_timeout_s}",
-                f"--max-restarts={self.max_restarts}", f"--data={json.dumps(data, sort_keys=True)}"]
+                f"--max-restarts={self.max_restarts}", f"--collective-timeout-s={self.collective_timeout_s}",
+                f"--resume={self.resume}", f"--data={json.dumps(data, sort_keys=True)}"]
         if isinstance(self.entry, FunctionEntry):
             return argv + [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
         return argv + [f"--script={self.entry.path}", "--", *self.entry.args]
@@ -64,13 +68,16 @@ class RunConfig:
             if script_args:
                 raise InputError("arguments after '--' go with --script, not --function")
             params = _json(values, "params", dict)
-            entry = FunctionEntry(target=_take(values, "function"), params=params)
+            entry = FunctionEntry(target=_checked_function(_take(values, "function")), params=params)
         else:
             entry = ScriptEntry(path=_take(values, "script"), args=script_args)
         data = _json(values, "data", (dict, type(None)))
         config = cls(mode=mode, entry=entry, output_dir=_take(values, "output-dir"),
-                     init_timeout_s=_integer(values, "init-timeout-s"), max_restarts=_integer(values, "max-restarts"),
+                     init_timeout_s=_integer(values, "init-timeout-s", 1), max_restarts=_integer(values, "max-restarts", 0),
+                     collective_timeout_s=_integer(values, "collective-timeout-s", 1), resume=_resume(values),
                      data=_data_spec(data))
+        if not config.output_dir:
+            raise InputError("--output-dir must not be empty")
         if values:
             raise InputError(f"unknown argument(s) {', '.join('--' + k for k in sorted(values))}\n  usage: {ARGV_USAGE}")
         return config
@@ -94,12 +101,29 @@ def _take(values: dict[str, str], key: str) -> str:
     return values.pop(key)
 
 
-def _integer(values: dict[str, str], key: str) -> int:
+def _integer(values: dict[str, str], key: str, minimum: int) -> int:
     text = _take(values, key)
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         raise InputError(f"--{key}={text!r} is not a whole number") from None
+    if number < minimum:
+        raise InputError(f"--{key}={number} must be >= {minimum}")
+    return number
+
+
+def _resume(values: dict[str, str]) -> str:
+    mode = _take(values, "resume")
+    if mode not in RESUME_MODES:
+        raise InputError(f"--resume={mode!r}: choose one of {', '.join(RESUME_MODES)}")
+    return mode
+
+
+def _checked_function(target: str) -> str:
+    """The spec's own rule for a function entry: 'package.module:function'."""
+    if not FUNCTION_PATTERN.match(target):
+        raise InputError(f"--function={target!r}: write it as 'package.module:function'")
+    return target
 
 
 def _json(values: dict[str, str], key: str, kinds: type | tuple[type, ...]) -> Any:
@@ -114,9 +138,12 @@ def _json(values: dict[str, str], key: str, kinds: type | tuple[type, ...]) -> A
 
 
 def _data_spec(data: dict[str, Any] | None) -> DataSpec | None:
+    """The spec's own validation of a data section (types, minimums)."""
     if data is None:
         return None
+    from . import spec
+
     try:
-        return DataSpec(**data)
-    except TypeError as exc:
+        return spec.data_section(data, source="the entrypoint's --data")
+    except SpecError as exc:
         raise InputError(f"--data does not describe a data spec: {exc}") from None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("threading", "gloo", "nccl")
 LAUNCHERS = ("srun", "torchrun")
 SIGNALS = ("USR1", "USR2")
+RESUME_MODES = ("auto", "never", "force")
+FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ class JobSpec:
     python: str | None = None  # None: the interpreter that renders or submits (sys.executable)
     socket_ifname: str | None = None
     nccl_debug: str = "WARN"
-    init_timeout_s: int = 300
+    init_timeout_s: int = 300  # the rendezvous only
+    collective_timeout_s: int = 1800  # each collective (torch's default): rank 0 may evaluate for long
+    resume: str = "auto"  # auto: resume a checkpoint of this run, refuse another run's; never; force
     data: DataSpec | None = None
     requeue: RequeueSpec = RequeueSpec()
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import SpecError
-from .schema import (LAUNCHERS, MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
+from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, RESUME_MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
                      ScriptEntry)
 from .slurm_time import TimeFormatError, parse_time
 
@@ -24,7 +24,6 @@ _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MEM = re.compile(r"^[0-9]+[KMGT]?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 _FORBIDDEN_CHARS = ("\n", "\r", "\x00")
 
 
@@ -49,6 +48,8 @@ _TOP_KEYS = {
     "socket_ifname": "socket_ifname",
     "nccl_debug": "nccl_debug",
     "init_timeout": "init_timeout_s",
+    "collective_timeout": "collective_timeout_s",
+    "resume": "resume",
     "data": "data",
     "requeue": "requeue",
     "entrypoint": "entrypoint",
@@ -147,7 +148,7 @@ def _entry(r: _Reader, raw: Any) -> Entry:
     if has_function:
         if "args" in raw:
             raise r.fail("entrypoint.args", "args go with 'script'; a function takes 'params'")
-        target = r.text("entrypoint.function", raw["function"], _FUNCTION, "write it as 'package.module:function'")
+        target = r.text("entrypoint.function", raw["function"], FUNCTION_PATTERN, "write it as 'package.module:function'")
         params = r.plain_data("entrypoint.params", r.mapping("entrypoint.params", raw.get("params") or {}))
         return FunctionEntry(target=target, params=params)
     if "params" in raw:
@@ -173,6 +174,11 @@ def _data(r: _Reader, raw: Any) -> DataSpec | None:
         val_samples=r.integer("data.val_samples", raw.get("val_samples", 0), 0),
         audit=r.boolean("data.audit", raw.get("audit", True)),
     )
+
+
+def data_section(raw: Any, source: str) -> DataSpec | None:
+    """Validate a ``data:`` section on its own (the entrypoint's argv carries one)."""
+    return _data(_Reader(source), raw)
 
 
 def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
@@ -227,6 +233,10 @@ def _resources(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
             values[key] = r.integer(key, raw[key], minimum)
     if "init_timeout" in raw:
         values["init_timeout_s"] = r.integer("init_timeout", raw["init_timeout"], 1)
+    if "collective_timeout" in raw:
+        values["collective_timeout_s"] = r.integer("collective_timeout", raw["collective_timeout"], 1)
+    if "resume" in raw:
+        values["resume"] = r.choice("resume", raw["resume"], RESUME_MODES)
     if "time" in raw:
         values["time_minutes"] = r.minutes("time", raw["time"])
     return values

@@ -75,7 +75,7 @@ def slurm_parameters(request: JobRequest) -> dict[str, Any]:
         "nodes": request.nodes,
         "ntasks_per_node": request.tasks_per_node,  # submitit counts its tasks (and result files) with this
         "time": request.time_minutes,
-        "setup": request.shell_lines(),
+        "setup": ["set -euo pipefail", *request.shell_lines()],  # as strict as a rendered script
         "srun_args": list(request.srun),
         # Last word on every #SBATCH line (the signal and task counts included): exactly the request's.
         "additional_parameters": {key.replace("-", "_"): True if value is None else value
@@ -113,6 +113,7 @@ class Submission:
         head = [f"# executor: {self.executor}; submitit folder: {self.folder}",
                 f"# output directory: {request.output_dir}"]
         if self.executor == "slurm":
+            head.append("# submitit's wrapper starts on every task: " + shlex.join(request.program))
             return "\n".join(head) + "\n" + self.sbatch_text()
         lines = head + [f"# local processes on this machine: {request.launch_tasks}, emulating {request.nodes} "
                         f"node(s) x {request.ranks_per_node} rank(s), Gloo on 127.0.0.1",
@@ -143,7 +144,7 @@ def submit(submission: Submission) -> submitit.Job:
     if submission.executor == "local":
         executor = submitit.LocalExecutor(folder=submission.folder)
         executor.update_parameters(tasks_per_node=request.launch_tasks, timeout_min=request.time_minutes,
-                                   setup=request.shell_lines())
+                                   setup=[f". {shlex.quote(str(_local_setup_file(submission)))}"])
     else:
         executor = submitit.SlurmExecutor(folder=submission.folder, max_num_timeout=0,
                                           python=shlex.quote(request.python))
@@ -153,6 +154,14 @@ def submit(submission: Submission) -> submitit.Job:
     except subprocess.CalledProcessError as exc:
         said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
         raise SchedulerError(f"sbatch refused the job: {said}") from None
+
+
+def _local_setup_file(submission: Submission) -> Path:
+    """The shell lines as one file the local executor sources (it would join lines with '&&' under sh)."""
+    path = submission.folder / "setup.sh"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["set -eu", *submission.request.shell_lines()]) + "\n")
+    return path
 
 
 def printable(result: Any) -> Any:
@@ -167,9 +176,17 @@ def wait(job: submitit.Job) -> list[Any]:
     try:
         return list(job.results())
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
-        text = str(exc).strip().splitlines()
-        tail = "\n".join(text[-15:])
-        raise JobFailed(f"job {job.job_id} failed (final state {final_state(job)}); log: {job.paths.stdout}\n{tail}") from None
+        raise JobFailed(f"job {job.job_id} failed (final state {final_state(job)}): {_reason(str(exc))}\n"
+                        f"  log: {job.paths.stdout} (and .err beside it)") from None
+
+
+def _reason(text: str) -> str:
+    """What went wrong, from submitit's report: our own error's message, else its last lines."""
+    lines = text.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("hpc_runner.errors.")]
+    if not starts:
+        return "\n".join(lines[-5:])
+    return "\n".join([lines[starts[-1]].split(": ", 1)[1], *lines[starts[-1] + 1:]])
 
 
 def final_state(job: submitit.Job) -> str:
@@ -181,4 +198,4 @@ def final_state(job: submitit.Job) -> str:
             return wait_finished(str(job.job_id), poll_s=0.5, timeout_s=60).state
         except HpcRunnerError:  # the scheduler could not tell: say what submitit last saw
             return job.state
-    return job.state
+    return "FAILED"  # the local executor knows FINISHED only

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(env.cpus_per_task // ns.nproc_per_node, 1)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # The agent must survive the time-limit warning; workers install their own handler.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for warning in (signal.SIGUSR1, signal.SIGUSR2):  # whichever the spec asked SLURM for
+        signal.signal(warning, signal.SIG_IGN)
     command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), argv[cut + 1:], local_addr)
     print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> torchrun rendezvous at "
           f"{env.master_addr}:{env.master_port}", flush=True)

@@ -59,7 +59,8 @@ def entry_argv(output_dir: Path | str, function: str = "hpc_runner.demo.echo:run
     from hpc_runner.schema import FunctionEntry
 
     return RunConfig(mode=mode, entry=FunctionEntry(function), output_dir=str(output_dir),
-                     init_timeout_s=init_timeout_s, data=None, max_restarts=0).to_argv()
+                     init_timeout_s=init_timeout_s, data=None, max_restarts=0,
+                     collective_timeout_s=1800, resume="auto").to_argv()
 
 
 def make_fake_srun(folder: Path) -> Path:

@@ -19,7 +19,7 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8)
 ENTRIES = st.one_of(
-    st.builds(FunctionEntry, target=st.from_regex(r"[a-z_][a-z0-9_.]{0,8}:[a-z_][a-z0-9_]{0,8}", fullmatch=True),
+    st.builds(FunctionEntry, target=st.from_regex(r"[a-z_][a-z0-9_]{0,5}(\.[a-z_][a-z0-9_]{0,5}){0,2}:[a-z_][a-z0-9_]{0,8}", fullmatch=True),
               params=st.dictionaries(TEXT, JSONISH, max_size=4)),
     st.builds(ScriptEntry, path=TEXT.filter(bool), args=st.lists(TEXT, max_size=4).map(tuple)),
 )
@@ -28,10 +28,11 @@ DATA = st.one_of(st.none(), st.builds(DataSpec, samples=st.integers(1, 10**9), b
 
 
 @settings(max_examples=300, deadline=None)
-@given(mode=st.sampled_from(["threading", "gloo", "nccl"]), entry=ENTRIES, output_dir=TEXT, data=DATA,
-       timeout=st.integers(1, 10**6), restarts=st.integers(0, 100))
-def test_every_field_round_trips(mode: str, entry, output_dir: str, data, timeout: int, restarts: int) -> None:
-    config = RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=timeout, data=data, max_restarts=restarts)
+@given(mode=st.sampled_from(["threading", "gloo", "nccl"]), entry=ENTRIES, output_dir=TEXT.filter(bool), data=DATA,
+       timeout=st.integers(1, 10**6), restarts=st.integers(0, 100), resume=st.sampled_from(["auto", "never", "force"]))
+def test_every_field_round_trips(mode: str, entry, output_dir: str, data, timeout: int, restarts: int, resume: str) -> None:
+    config = RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=timeout, data=data, max_restarts=restarts,
+                       collective_timeout_s=timeout + 1, resume=resume)
     assert RunConfig.from_argv(config.to_argv()) == config
 
 
@@ -51,7 +52,8 @@ def test_defaults_come_from_the_schema() -> None:
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(RunConfig))
 
 
-GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0", "--data=null", "--function=a:b", "--params={}"]
+GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0", "--data=null", "--function=a:b", "--params={}",
+        "--collective-timeout-s=60", "--resume=auto"]
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -61,8 +63,16 @@ GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0
     ({2: "--init-timeout-s=soon"}, "is not a whole number"),
     ({0: "--mode=mpi"}, "choose one of threading, gloo, nccl"),
     ({0: "--mode"}, "is not --key=value"),
-    ({7: "--lr=0.1"}, "unknown argument(s) --lr"),
-    ({7: "--script=x.py"}, "exactly one of --function or --script"),
+    ({9: "--lr=0.1"}, "unknown argument(s) --lr"),
+    ({8: "--resume=maybe"}, "choose one of auto, never, force"),
+    ({9: "--script=x.py"}, "exactly one of --function or --script"),
+    ({5: "--function=:run"}, "write it as 'package.module:function'"),
+    ({5: "--function=..:run"}, "write it as 'package.module:function'"),
+    ({2: "--init-timeout-s=-5"}, "must be >= 1"),
+    ({3: "--max-restarts=-1"}, "must be >= 0"),
+    ({4: '--data={"samples": "x", "batch_size": 1}'}, "--data does not describe a data spec"),
+    ({4: '--data={"samples": 0, "batch_size": 1}'}, "must be >= 1"),
+    ({1: "--output-dir="}, "--output-dir must not be empty"),
 ])
 def test_bad_argv_names_the_argument(change: dict[int, str], words: str) -> None:
     argv = list(GOOD) + [""]
@@ -74,7 +84,7 @@ def test_bad_argv_names_the_argument(change: dict[int, str], words: str) -> None
 
 
 def test_the_entrypoint_exits_2_on_bad_argv_without_a_traceback() -> None:
-    result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *GOOD[:6], "--params={oops"],
+    result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *GOOD[:6], "--params={oops", *GOOD[7:]],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--params is not valid JSON" in result.stderr and "Traceback" not in result.stderr

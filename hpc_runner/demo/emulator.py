@@ -84,12 +84,9 @@ class _Run:
     start_step: int = 0
 
     def save(self, ctx: Any, epoch: int, step: int) -> None:
-        """Rank 0 writes the checkpoint atomically while the others wait."""
-        ctx.barrier()
-        if ctx.is_main:
-            checkpoint.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                    "epoch": epoch, "step": step, "history": self.history}, self.ckpt_path)
-        ctx.barrier()
+        """Rank 0 writes the checkpoint atomically, with the run's fingerprint, while the others wait."""
+        ctx.save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                             "epoch": epoch, "step": step, "history": self.history}, self.ckpt_path)
 
 
 def _start(ctx: Any, hidden: int, lr: float, seed: int, dtype: torch.dtype) -> _Run:
@@ -98,11 +95,17 @@ def _start(ctx: Any, hidden: int, lr: float, seed: int, dtype: torch.dtype) -> _
     ddp = DistributedDataParallel(model) if ctx.distributed else model
     run = _Run(model=model, ddp=ddp, optimizer=torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.9),
                ckpt_path=ctx.output_dir / checkpoint.CHECKPOINT_NAME)
-    state = checkpoint.load(run.ckpt_path)
+    state = ctx.load_checkpoint(run.ckpt_path)  # one read per job; another run's checkpoint is refused
     if state is not None:
         model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.start_epoch, run.start_step, run.history = state["epoch"], state["step"], state["history"]
+        saved_world = state.get("world_size", ctx.env.world_size)
+        if saved_world != ctx.env.world_size and run.start_step:
+            # Mid-epoch positions belong to the old shards: restart this epoch (weights and optimizer kept).
+            ctx.print(f"world size changed from {saved_world} to {ctx.env.world_size}: resuming from the start "
+                      f"of epoch {run.start_epoch + 1} instead of step {run.start_step}")
+            run.start_step = 0
         ctx.print(f"resuming from {run.ckpt_path}: epoch {run.start_epoch + 1}, step {run.start_step} "
                   f"(restart {ctx.restart_count})")
     return run

@@ -1,0 +1,119 @@
+"""A run ends in the right state, or says why: checkpoints of another run, unsafe files, timeouts, exit.
+
+These run real ranks through `hpc-run submit --executor local` (Gloo on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpc_runner import checkpoint
+from hpc_runner.errors import LaunchError
+
+from .conftest import EMULATOR, HPC_RUN, ROOT, SMALL
+
+pytestmark = pytest.mark.slow
+FIXTURES = ["--set", f"env.PYTHONPATH={ROOT}"]
+
+
+def submit_local(out: Path, *extra: str, env: dict[str, str] | None = None, nodes: int = 2) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HPC_RUN, "submit", EMULATOR, "--executor", "local", "--wait", "--mode", "gloo", "--nodes", str(nodes),
+                           "--set", f"output_dir={out}", *SMALL, *extra], capture_output=True, text=True, timeout=300,
+                          cwd=out.parent, env={**os.environ, **(env or {})})
+
+
+def rank0_log(out: Path) -> str:
+    return "".join(p.read_text() for p in sorted((out / "submitit").glob("*/*_0_log.out")))
+
+
+def test_a_rerun_with_another_learning_rate_refuses_the_old_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert submit_local(out, "--set", "entrypoint.params.lr=0.05").returncode == 0
+    other = submit_local(out, "--set", "entrypoint.params.lr=0.1")
+    assert other.returncode == 1, other.stdout
+    assert f"checkpoint {out / 'checkpoint.pt'} belongs to another run" in other.stderr
+    assert "params.lr: 0.05 -> 0.1" in other.stderr and "resume: never" in other.stderr and "new output_dir" in other.stderr
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["fingerprint"]["params"]["lr"] == 0.1 and recorded["world_size"] == 2
+    # The ways out: start afresh (never), or load it anyway (force); more epochs continue the run.
+    never = submit_local(out, "--set", "entrypoint.params.lr=0.1", "--set", "resume=never")
+    assert never.returncode == 0 and "resuming from" not in rank0_log(out).split("lr")[-1]
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
+    more = submit_local(out, "--set", "entrypoint.params.lr=0.1", "--set", "entrypoint.params.epochs=3")
+    assert more.returncode == 0, more.stderr
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2, 3]
+
+
+def test_the_checkpoint_is_read_once_per_job_whatever_the_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert submit_local(out, nodes=4).returncode == 0
+    opens = tmp_path / "opens.log"
+    counted = {"OPEN_LOG": str(opens), "PYTHONPATH": str(ROOT / "tests" / "fixtures" / "count_opens")}
+    resumed = submit_local(out, "--set", "entrypoint.params.epochs=3", env=counted, nodes=4)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = opens.read_text().splitlines()
+    assert len(lines) == 1, lines  # rank 0 read it and broadcast it to the 3 others
+    assert "resuming from" in rank0_log(out)
+
+
+class Payload:
+    """What a crafted checkpoint would run on load, were it unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_nothing_and_says_why(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    crafted = tmp_path / "run" / "checkpoint.pt"
+    crafted.parent.mkdir()
+    torch.save({"model": Payload(marker)}, crafted, pickle_module=pickle)
+    with pytest.raises(LaunchError, match="cannot be loaded safely"):
+        checkpoint.load(crafted)
+    result = submit_local(tmp_path / "run")
+    assert result.returncode == 1 and "cannot be loaded safely" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_atomic({"w": torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(LaunchError, match="cannot be loaded safely.*corrupt"):
+        checkpoint.load(path)
+
+
+def test_a_slow_rank_zero_is_not_a_rendezvous_timeout(tmp_path: Path) -> None:
+    """init_timeout bounds the rendezvous only; collectives wait collective_timeout (default 30 min)."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(f"name: slow\nmode: gloo\nnodes: 2\ninit_timeout: 2\noutput_dir: {tmp_path}/out\n"
+                    f"env: {{PYTHONPATH: {ROOT}}}\n"
+                    "entrypoint: {function: 'tests.fixtures.run_ends:slow_rank_zero', params: {seconds: 6}}\n")
+    ok = subprocess.run([HPC_RUN, "submit", str(spec), "--executor", "local", "--wait"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    short = subprocess.run([HPC_RUN, "submit", str(spec), "--executor", "local", "--wait", "--set", "collective_timeout=2"],
+                           capture_output=True, text=True, timeout=300)
+    assert short.returncode == 1  # the knob is real: a 2 s collective timeout does fire
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_successful_run_exits_through_the_interpreter(tmp_path: Path, run: int) -> None:
+    """atexit handlers run on every rank of a 2x2 job (scripts/exit_soak.sh repeats it 20 times)."""
+    marker = tmp_path / "atexit"
+    result = submit_local(tmp_path / "run", "--ntasks-per-node", "2", *FIXTURES, "--set",
+                          "entrypoint.function=tests.fixtures.run_ends:emulator_with_atexit",
+                          "--set", f"entrypoint.params.marker={marker}")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("atexit.*")) == ["atexit.0", "atexit.1", "atexit.2", "atexit.3"]
+    logs = "".join(p.read_text() for p in (tmp_path / "run" / "submitit").glob("*/*_log.err"))
+    assert "terminate called" not in logs
