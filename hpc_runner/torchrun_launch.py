@@ -16,10 +16,11 @@ import sys
 from . import environment
 from .errors import HpcRunnerError
 from .hosts import resolve_address
+from .run_config import RunConfig
 
 
 def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, entry_argv: list[str],
-                  local_addr: str | None = None) -> list[str]:
+                  local_addr: str | None = None, join_timeout_s: int | None = None) -> list[str]:
     """The torchrun command line for this node (pure; tested with tables).
 
     torchrun guesses whether its agent hosts the rendezvous store by comparing the endpoint with
@@ -27,7 +28,8 @@ def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, en
     (most clusters; the testbed's namespaces). We know: the first node hosts it, unless the address
     was set explicitly (then torchrun's own guess stands). Likewise the agent on the first node tells
     every worker to reach its store at its fully qualified host name, which other nodes may resolve
-    to themselves: ``local_addr`` (this node's address) replaces that guess.
+    to themselves: ``local_addr`` (this node's address) replaces that guess. ``join_timeout_s`` (the
+    spec's init_timeout) bounds the agents' rendezvous as it bounds ours.
     """
     argv = [
         sys.executable, "-m", "torch.distributed.run",
@@ -38,8 +40,11 @@ def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, en
         f"--rdzv-id=hpc-runner-{job_id}",
         "--max-restarts=0",
     ]
+    conf = [] if join_timeout_s is None else [f"join_timeout={join_timeout_s}"]
     if not env.addr_rule.startswith("MASTER_ADDR"):
-        argv.append(f"--rdzv-conf=is_host={'true' if env.node_rank == 0 else 'false'}")
+        conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
+    if conf:
+        argv.append(f"--rdzv-conf={','.join(conf)}")
     if local_addr:
         argv.append(f"--local-addr={local_addr}")
     return [*argv, "-m", "hpc_runner.entrypoint", *entry_argv]
@@ -69,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     # The agent must survive the time-limit warning; workers install their own handler.
     for warning in (signal.SIGUSR1, signal.SIGUSR2):  # whichever the spec asked SLURM for
         signal.signal(warning, signal.SIG_IGN)
-    command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), argv[cut + 1:], local_addr)
+    entry_argv = argv[cut + 1:]
+    try:
+        join_timeout = RunConfig.from_argv(entry_argv).init_timeout_s
+    except HpcRunnerError as exc:
+        print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    command = torchrun_argv(env, ns.nproc_per_node, os.environ.get("SLURM_JOB_ID", "0"), entry_argv, local_addr, join_timeout)
     print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> torchrun rendezvous at "
           f"{env.master_addr}:{env.master_port}", flush=True)
     os.execv(command[0], command)

@@ -14,9 +14,9 @@ NODE = DistEnv(source="slurm", rank=0, world_size=2, local_rank=0, local_world_s
 
 
 def test_the_first_node_hosts_the_rendezvous_store_and_says_where_it_is() -> None:
-    first = torchrun_argv(NODE, 2, "77", ["--mode=gloo"], local_addr="10.0.0.11")
+    first = torchrun_argv(NODE, 2, "77", ["--mode=gloo"], local_addr="10.0.0.11", join_timeout_s=42)
     second = torchrun_argv(dataclasses.replace(NODE, rank=1, node_rank=1), 2, "77", ["--mode=gloo"], local_addr="10.0.0.12")
-    assert "--rdzv-conf=is_host=true" in first and "--rdzv-conf=is_host=false" in second
+    assert "--rdzv-conf=join_timeout=42,is_host=true" in first and "--rdzv-conf=is_host=false" in second
     assert "--local-addr=10.0.0.11" in first and "--local-addr=10.0.0.12" in second
     assert "--rdzv-endpoint=10.0.0.11:12000" in first and "--nnodes=2" in first and "--rdzv-id=hpc-runner-77" in first
     assert first[-3:] == ["-m", "hpc_runner.entrypoint", "--mode=gloo"]
