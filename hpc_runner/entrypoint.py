@@ -6,16 +6,13 @@ submitit's executors, or by hand as a single process.
 
 from __future__ import annotations
 
-import signal
+from hpc_runner import requeue
 
 # Before anything slow (torch takes seconds to import): a time-limit warning or SIGTERM arriving
-# during start-up is remembered, not fatal. USR1/USR2: stop, checkpoint, requeue; TERM (preemption,
-# `scontrol requeue`, scancel): stop and checkpoint within SLURM's KillWait, SLURM decides the rest.
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
-RECEIVED: list[int] = []
+# during start-up is remembered, not fatal. Once the entry is known, run() puts in the handlers
+# the spec's requeue.handler asks for.
 if __name__ == "__main__":
-    for _sig in STOP_SIGNALS:
-        signal.signal(_sig, lambda signum, _frame: RECEIVED.append(signum))
+    requeue.install("hpc_runner", function_entry=True)
 
 import dataclasses
 import datetime
@@ -25,8 +22,8 @@ import json
 import logging
 import os
 import runpy
+import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -165,7 +162,7 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in groups)
 
 
-def _choose_gloo_interface(env: environment.DistEnv) -> None:
+def choose_gloo_interface(env: environment.DistEnv) -> None:
     """Point Gloo at the interface that reaches the master unless GLOO_SOCKET_IFNAME is set already."""
     if os.environ.get("GLOO_SOCKET_IFNAME") or env.num_nodes <= 1:
         return
@@ -181,8 +178,6 @@ def _choose_gloo_interface(env: environment.DistEnv) -> None:
 
 def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
     """Form the process group with a timeout and errors that say what to check."""
-    if config.mode == "gloo":
-        _choose_gloo_interface(env)
     store = _rendezvous(config, env)
     dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(seconds=config.collective_timeout_s))
@@ -206,31 +201,6 @@ def _run_entry(ctx: RunContext) -> Any:
     return None
 
 
-def requeue_expected(ctx: RunContext) -> bool:
-    """Training stopped for a time-limit warning (all ranks agreed) and we ask SLURM to run it again.
-
-    Not after SIGTERM (SLURM requeues preempted jobs itself, a plain scancel stays cancelled), not for
-    a run that finished before any stop was agreed, not past the restart bound. The same on every rank.
-    """
-    return (ctx.stopping and not ctx.terminating and bool(os.environ.get("SLURM_JOB_ID"))
-            and ctx.restart_count < ctx.config.max_restarts)
-
-
-def requeue_if_asked(ctx: RunContext) -> bool:
-    """After a time-limit signal: rank 0 asks SLURM to requeue the job, within the restart bound."""
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if not (ctx.stopping and not ctx.terminating and ctx.is_main and job_id):
-        return False
-    if not requeue_expected(ctx):
-        print(f"hpc_runner: not requeueing job {job_id}: {ctx.restart_count} restart(s) reached the bound "
-              f"{ctx.config.max_restarts}", flush=True)
-        return False
-    print(f"hpc_runner: requeueing job {job_id} (restart {ctx.restart_count + 1} of at most "
-          f"{ctx.config.max_restarts})", flush=True)
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
-    return True
-
-
 def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, bool]:
     """Set up this rank, run the user's code, tear down; returns its result and whether a requeue is due."""
     environ = dict(os.environ) if environ is None else environ
@@ -239,26 +209,27 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, 
     torch.set_num_threads(max(env.cpus_per_task, 1))
     device = _device(config, env)
     ctx = RunContext(env=env, config=config, device=device,
-                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0), _signalled=RECEIVED)
-    for sig in STOP_SIGNALS:  # (again: where run() is called without __main__, e.g. in tests)
-        signal.signal(sig, lambda signum, _frame: RECEIVED.append(signum))
-    if not isinstance(config.entry, FunctionEntry):
-        # A script cannot be asked to stop: SIGTERM keeps its usual meaning (the time-limit warnings stay
-        # caught, so a signal we asked SLURM for never kills a script that takes no part).
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if signal.SIGTERM in RECEIVED:
-            raise LaunchError("stopped by SIGTERM while starting")
-    owns_group = config.mode in BACKENDS and isinstance(config.entry, FunctionEntry)
+                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0))
+    function_entry = isinstance(config.entry, FunctionEntry)
+    handler = requeue.resolve(config.requeue_handler, function_entry)
+    requeue.install(handler, function_entry)
+    if signal.SIGTERM in requeue.received and not function_entry:
+        raise LaunchError("stopped by SIGTERM while starting")
+    if config.mode == "gloo":
+        choose_gloo_interface(env)  # scripts too: they form their own group over the same network
+    owns_group = config.mode in BACKENDS and function_entry
     if owns_group:
         init_process_group(config, env)
     try:
         _record_run(ctx)
         result = _run_entry(ctx)
-        requeue_if_asked(ctx)
+        ours = handler == "hpc_runner"
+        if ours:
+            requeue.requeue_if_asked(ctx.is_main, ctx.restart_count, config.max_restarts)
         if owns_group:
             gc.collect()  # drop DDP reducers and pending work before the group goes
             dist.barrier()  # leave together: a rank tearing down while others still talk aborts in gloo
-        return result, requeue_expected(ctx)
+        return result, ours and requeue.requeue_expected(ctx.restart_count, config.max_restarts)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()

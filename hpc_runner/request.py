@@ -131,9 +131,10 @@ def _directives(spec: JobSpec) -> tuple[Directive, ...]:
         ("ntasks-per-node", str(spec.ntasks_per_node)),
         ("cpus-per-task", str(spec.cpus_per_task)),
         ("time", format_time(spec.time_minutes)),
-        ("signal", f"{spec.requeue.signal}@{spec.requeue.seconds_before}"),
         ("requeue", None),
     ]
+    if spec.requeue.handler != "none":  # nobody would act on a warning: ask SLURM for none
+        pairs.append(("signal", f"{spec.requeue.signal}@{spec.requeue.seconds_before}"))
     if spec.gpus_per_node:
         pairs.append(("gpus-per-node", str(spec.gpus_per_node)))
     pairs += [(key, value) for key in ("partition", "account", "qos", "mem")

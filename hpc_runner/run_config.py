@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError, SpecError
-from .schema import FUNCTION_PATTERN, MODES, RESUME_MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
+from .schema import FUNCTION_PATTERN, MODES, REQUEUE_HANDLERS, RESUME_MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
 
 ARGV_USAGE = ("python -m hpc_runner.entrypoint --mode=M --output-dir=D --init-timeout-s=S --max-restarts=N "
-              "--collective-timeout-s=S --resume=auto|never|force --data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
+              "--collective-timeout-s=S --resume=auto|never|force --requeue-handler=H --data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,23 @@ class RunConfig:
     max_restarts: int
     collective_timeout_s: int
     resume: str
+    requeue_handler: str
 
     @classmethod
     def from_spec(cls, spec: JobSpec, output_dir: str) -> RunConfig:
         """Take the entrypoint's part of a validated spec (``output_dir`` as the request resolved it)."""
         return cls(mode=spec.mode, entry=spec.entrypoint, output_dir=output_dir,
                    init_timeout_s=spec.init_timeout_s, data=spec.data, max_restarts=spec.requeue.max_restarts,
-                   collective_timeout_s=spec.collective_timeout_s, resume=spec.resume)
+                   collective_timeout_s=spec.collective_timeout_s, resume=spec.resume,
+                   requeue_handler=spec.requeue.handler)
 
     def to_argv(self) -> list[str]:
         """Arguments for ``python -m hpc_runner.entrypoint`` ("--key=value" keeps "-x" values from reading as options)."""
         data = None if self.data is None else dataclasses.asdict(self.data)
         argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}", f"--init-timeout-s={self.init_timeout_s}",
                 f"--max-restarts={self.max_restarts}", f"--collective-timeout-s={self.collective_timeout_s}",
-                f"--resume={self.resume}", f"--data={json.dumps(data, sort_keys=True)}"]
+                f"--resume={self.resume}", f"--requeue-handler={self.requeue_handler}",
+                f"--data={json.dumps(data, sort_keys=True)}"]
         if isinstance(self.entry, FunctionEntry):
             return argv + [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
         return argv + [f"--script={self.entry.path}", "--", *self.entry.args]
@@ -74,7 +77,8 @@ class RunConfig:
         data = _json(values, "data", (dict, type(None)))
         config = cls(mode=mode, entry=entry, output_dir=_take(values, "output-dir"),
                      init_timeout_s=_integer(values, "init-timeout-s", 1), max_restarts=_integer(values, "max-restarts", 0),
-                     collective_timeout_s=_integer(values, "collective-timeout-s", 1), resume=_resume(values),
+                     collective_timeout_s=_integer(values, "collective-timeout-s", 1), resume=_choice(values, "resume", RESUME_MODES),
+                     requeue_handler=_choice(values, "requeue-handler", REQUEUE_HANDLERS),
                      data=_data_spec(data))
         if not config.output_dir:
             raise InputError("--output-dir must not be empty")
@@ -112,11 +116,11 @@ def _integer(values: dict[str, str], key: str, minimum: int) -> int:
     return number
 
 
-def _resume(values: dict[str, str]) -> str:
-    mode = _take(values, "resume")
-    if mode not in RESUME_MODES:
-        raise InputError(f"--resume={mode!r}: choose one of {', '.join(RESUME_MODES)}")
-    return mode
+def _choice(values: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = _take(values, key)
+    if value not in choices:
+        raise InputError(f"--{key}={value!r}: choose one of {', '.join(choices)}")
+    return value
 
 
 def _checked_function(target: str) -> str:

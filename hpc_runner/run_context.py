@@ -4,15 +4,14 @@ run, and whether to stop for a requeue (decided by all ranks together)."""
 from __future__ import annotations
 
 import dataclasses
-import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, environment
+from . import checkpoint, environment, requeue
 from .errors import LaunchError
 from .run_config import RunConfig
 
@@ -25,8 +24,6 @@ class RunContext:
     config: RunConfig
     device: torch.device
     restart_count: int = 0
-    stopping: bool = False  # every rank agreed to stop for a requeue
-    _signalled: list[int] = field(default_factory=list)
 
     @property
     def is_main(self) -> bool:
@@ -53,20 +50,21 @@ class RunContext:
     @property
     def signalled(self) -> bool:
         """This rank received a stop signal (time-limit warning or SIGTERM)."""
-        return bool(self._signalled)
+        return bool(requeue.received)
 
     @property
     def terminating(self) -> bool:
         """This rank received SIGTERM: SLURM is stopping the job (preemption, requeue, cancel)."""
-        return signal.SIGTERM in self._signalled
+        return requeue.terminating()
+
+    @property
+    def stopping(self) -> bool:
+        """Every rank agreed to stop (the last stop_requested() said so)."""
+        return requeue.agreed()
 
     def stop_requested(self) -> bool:
         """True on every rank once any rank got a stop signal (a collective: call it at the same step on all)."""
-        flag = torch.tensor([1.0 if self.signalled else 0.0], device=self.device)
-        if self.distributed:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.stopping = self.stopping or bool(flag.item() > 0)
-        return self.stopping
+        return requeue.stop_requested(self.device)
 
     def barrier(self) -> None:
         """Wait for every rank (no-op in a single process)."""

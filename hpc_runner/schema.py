@@ -10,6 +10,7 @@ MODES = ("threading", "gloo", "nccl")
 LAUNCHERS = ("srun", "torchrun")
 SIGNALS = ("USR1", "USR2")
 RESUME_MODES = ("auto", "never", "force")
+REQUEUE_HANDLERS = ("auto", "hpc_runner", "framework", "none")
 FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -49,6 +50,7 @@ class RequeueSpec:
     signal: str = "USR1"
     seconds_before: int = 60
     max_restarts: int = 3
+    handler: str = "auto"  # who acts on the signal: auto, hpc_runner, framework, none (see hpc_runner.requeue)
 
 
 @dataclass(frozen=True)

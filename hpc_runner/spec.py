@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import SpecError
-from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, RESUME_MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
+from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
                      ScriptEntry)
 from .slurm_time import TimeFormatError, parse_time
 
@@ -56,7 +56,7 @@ _TOP_KEYS = {
 }
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
-_REQUEUE_KEYS = ("signal", "seconds_before", "max_restarts")
+_REQUEUE_KEYS = ("signal", "seconds_before", "max_restarts", "handler")
 
 
 class _Reader:
@@ -191,6 +191,7 @@ def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
         signal=r.choice("requeue.signal", raw.get("signal", default.signal), SIGNALS),
         seconds_before=r.integer("requeue.seconds_before", raw.get("seconds_before", seconds_default), 1),
         max_restarts=r.integer("requeue.max_restarts", raw.get("max_restarts", default.max_restarts), 0),
+        handler=r.choice("requeue.handler", raw.get("handler", default.handler), REQUEUE_HANDLERS),
     )
 
 

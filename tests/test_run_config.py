@@ -29,10 +29,12 @@ DATA = st.one_of(st.none(), st.builds(DataSpec, samples=st.integers(1, 10**9), b
 
 @settings(max_examples=300, deadline=None)
 @given(mode=st.sampled_from(["threading", "gloo", "nccl"]), entry=ENTRIES, output_dir=TEXT.filter(bool), data=DATA,
-       timeout=st.integers(1, 10**6), restarts=st.integers(0, 100), resume=st.sampled_from(["auto", "never", "force"]))
-def test_every_field_round_trips(mode: str, entry, output_dir: str, data, timeout: int, restarts: int, resume: str) -> None:
+       timeout=st.integers(1, 10**6), restarts=st.integers(0, 100), resume=st.sampled_from(["auto", "never", "force"]),
+       handler=st.sampled_from(["auto", "hpc_runner", "framework", "none"]))
+def test_every_field_round_trips(mode: str, entry, output_dir: str, data, timeout: int, restarts: int, resume: str,
+                                handler: str) -> None:
     config = RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=timeout, data=data, max_restarts=restarts,
-                       collective_timeout_s=timeout + 1, resume=resume)
+                       collective_timeout_s=timeout + 1, resume=resume, requeue_handler=handler)
     assert RunConfig.from_argv(config.to_argv()) == config
 
 
@@ -53,7 +55,7 @@ def test_defaults_come_from_the_schema() -> None:
 
 
 GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0", "--data=null", "--function=a:b", "--params={}",
-        "--collective-timeout-s=60", "--resume=auto"]
+        "--collective-timeout-s=60", "--resume=auto", "--requeue-handler=auto"]
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -63,9 +65,10 @@ GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0
     ({2: "--init-timeout-s=soon"}, "is not a whole number"),
     ({0: "--mode=mpi"}, "choose one of threading, gloo, nccl"),
     ({0: "--mode"}, "is not --key=value"),
-    ({9: "--lr=0.1"}, "unknown argument(s) --lr"),
+    ({10: "--lr=0.1"}, "unknown argument(s) --lr"),
     ({8: "--resume=maybe"}, "choose one of auto, never, force"),
-    ({9: "--script=x.py"}, "exactly one of --function or --script"),
+    ({10: "--script=x.py"}, "exactly one of --function or --script"),
+    ({9: "--requeue-handler=me"}, "choose one of auto, hpc_runner, framework, none"),
     ({5: "--function=:run"}, "write it as 'package.module:function'"),
     ({5: "--function=..:run"}, "write it as 'package.module:function'"),
     ({2: "--init-timeout-s=-5"}, "must be >= 1"),

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,7 @@ def test_a_slow_rank_zero_is_not_a_rendezvous_timeout(tmp_path: Path) -> None:
     assert short.returncode == 1  # the knob is real: a 2 s collective timeout does fire
 
 
-@pytest.mark.parametrize("run", range(3))
-def test_a_successful_run_exits_through_the_interpreter(tmp_path: Path, run: int) -> None:
+def test_a_successful_run_exits_through_the_interpreter(tmp_path: Path) -> None:
     """atexit handlers run on every rank of a 2x2 job (scripts/exit_soak.sh repeats it 20 times)."""
     marker = tmp_path / "atexit"
     result = submit_local(tmp_path / "run", "--ntasks-per-node", "2", *FIXTURES, "--set",
@@ -117,3 +117,19 @@ def test_a_successful_run_exits_through_the_interpreter(tmp_path: Path, run: int
     assert sorted(p.name for p in tmp_path.glob("atexit.*")) == ["atexit.0", "atexit.1", "atexit.2", "atexit.3"]
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "submitit").glob("*/*_log.err"))
     assert "terminate called" not in logs
+
+
+@pytest.mark.parametrize(("handler", "looks_default"), [("auto", True), ("framework", True), ("hpc_runner", False)])
+def test_a_script_survives_the_warning_and_a_framework_sees_the_default(tmp_path: Path, handler: str, looks_default: bool) -> None:
+    """Lightning installs its SLURM handler only over the default one: ours stands in and says it is the default."""
+    from hpc_runner.run_config import RunConfig
+    from hpc_runner.schema import ScriptEntry
+
+    report = tmp_path / "seen.json"
+    config = RunConfig(mode="threading", entry=ScriptEntry(str(ROOT / "tests" / "fixtures" / "self_signal.py"), (str(report),)),
+                       output_dir=str(tmp_path / "out"), init_timeout_s=30, data=None, max_restarts=0,
+                       collective_timeout_s=60, resume="auto", requeue_handler=handler)
+    result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], capture_output=True,
+                            text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("SLURM")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text()) == {"usr1_looks_default": looks_default, "term_is_default": True, "survived": True}

@@ -57,7 +57,7 @@ def test_torchrun_alone_misses_its_rendezvous_host_and_ours_does_not(testbed: di
     plain = subprocess.run(
         ["srun", "-N2", "--ntasks-per-node=1", "--mpi=none", sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
          "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={n1}:24111", "--rdzv-id=plain",
-         "--rdzv-conf=read_timeout=10", "--max-restarts=0", "-m", "hpc_runner.demo.echo"],
+         "--rdzv-conf=read_timeout=5,join_timeout=10", "--max-restarts=0", "-m", "hpc_runner.demo.echo"],
         env=testbed, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert plain.returncode != 0, plain.stdout + plain.stderr
     job_id = sbatch(render([EMULATOR, "--mode", "gloo", "--nodes", "2", "--ntasks-per-node", "2", "--set", "launcher=torchrun",
@@ -107,7 +107,8 @@ def test_ports_explicit_inherited_and_reserved(testbed: dict[str, str], tmp_path
     for name, extra in runs.items():
         shell = {**testbed, "MASTER_PORT": "29500", "MASTER_ADDR": "10.9.9.9"} if name == "inherited" else testbed
         ids[name] = sbatch(render([*common, *extra, "--set", f"output_dir={tmp_path}/{name}"], testbed, tmp_path), shell, tmp_path)
-        assert finished(ids[name]).state == "COMPLETED", (tmp_path / f"check-{ids[name]}.out").read_text()
+    for name, job_id in ids.items():
+        assert finished(job_id).state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
     assert master_of(tmp_path, "explicit") == (n1, 23456)
     assert master_of(tmp_path, "inherited")[0] == n1 and 12000 <= master_of(tmp_path, "inherited")[1] <= 12999
     assert "ignoring MASTER_PORT=29500 inherited from the submitting shell" in (tmp_path / f"check-{ids['inherited']}.out").read_text()
