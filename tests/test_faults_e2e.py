@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -33,26 +35,43 @@ def wait_for_line(path: Path, pattern: str, timeout_s: float = 120) -> float:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(path, weights_only=True)["model"]
 
 
-def test_preempted_job_checkpoints_requeues_and_ends_bitwise_equal(testbed: dict[str, str], tmp_path: Path) -> None:
+def test_a_warning_to_rank_1_alone_checkpoints_requeues_once_and_ends_bitwise_equal(testbed: dict[str, str], tmp_path: Path) -> None:
+    """The time-limit warning reaches one non-zero rank only: every rank stops at the same step, one
+    checkpoint, one requeue, resume mid-epoch, COMPLETED with the weights of an uninterrupted run."""
     common = ["--mode", "gloo", "--nodes", "2", *TRAIN, "--set", "entrypoint.params.step_sleep=0.05"]
     ref_id = sbatch(render([EMULATOR, *common, "--set", f"output_dir={tmp_path}/ref"], testbed, tmp_path), testbed, tmp_path)
     int_id = sbatch(render([EMULATOR, *common, "--set", f"output_dir={tmp_path}/int"], testbed, tmp_path), testbed, tmp_path)
     log = tmp_path / f"emulator-{int_id}.out"
     wait_for_line(log, r"epoch 1/3 - train")
-    # The time-limit warning, sent now rather than 60 s before a limit: what --signal=USR1@60 sends.
-    subprocess.run(["scancel", "--signal=USR1", int_id], env=testbed, check=True)
+    os.kill(rank_pid(int_id, 1), signal.SIGUSR1)  # what --signal=USR1@60 sends, to rank 1 only
+    sent = time.monotonic()
+    requeued = wait_for_line(log, r"hpc_runner: requeueing job")
     assert jobs.wait_finished(ref_id, poll_s=0.5, timeout_s=240).state == "COMPLETED"
-    wait_for_line(log, r"resuming from .*\(restart 1\)", timeout_s=120)
     final = jobs.wait_finished(int_id, poll_s=0.5, timeout_s=240)
     text = log.read_text()
     assert final.state == "COMPLETED", text
-    assert "stopping at epoch" in text and "requeueing job" in text and "(restart 1)" in text
+    assert text.count("requeueing job") == 1 and text.count("stopping at epoch") == 1
+    assert re.search(r"resuming from .*step [1-9]\d* \(restart 1\)", text), text  # mid-epoch
     a, b = weights(tmp_path / "ref" / "checkpoint.pt"), weights(tmp_path / "int" / "checkpoint.pt")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
     assert json.loads((tmp_path / "int" / "metrics.json").read_text())["restart_count"] == 1
+    print(f"warning to rank 1 -> requeue requested {requeued - sent:.1f} s later")
+
+
+def rank_pid(job_id: str, rank: int) -> int:
+    """The pid of one rank of a testbed job (every node lives on this machine)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+        except (OSError, ValueError):
+            continue
+        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "hpc_runner.entrypoint" in cmdline:
+            return int(proc.name)
+    raise AssertionError(f"no rank {rank} of job {job_id} found")
 
 
 def test_restart_bound_is_respected(testbed: dict[str, str], tmp_path: Path) -> None:

@@ -6,9 +6,7 @@ Each job trains the demo emulator slowly enough (fault-drill sleeps) to be signa
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -28,34 +26,6 @@ def start(testbed: dict[str, str], tmp_path: Path, *extra: str) -> tuple[str, Pa
     job_id = sbatch(render([EMULATOR, "--mode", "gloo", "--nodes", "2", *SLOW, "--set", f"output_dir={tmp_path}/out", *extra],
                            testbed, tmp_path), testbed, tmp_path)
     return job_id, tmp_path / f"emulator-{job_id}.out"
-
-
-def rank_pid(job_id: str, rank: int) -> int:
-    """The pid of one rank of a testbed job (every node lives on this machine)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
-            cmdline = (proc / "cmdline").read_text()
-        except (OSError, ValueError):
-            continue
-        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "hpc_runner.entrypoint" in cmdline:
-            return int(proc.name)
-    raise AssertionError(f"no rank {rank} of job {job_id} found")
-
-
-def test_a_signal_to_rank_1_alone_gives_one_checkpoint_one_requeue_and_completes(testbed: dict[str, str], tmp_path: Path) -> None:
-    job_id, log = start(testbed, tmp_path)
-    wait_for_line(log, r"epoch 1/3 - train")
-    os.kill(rank_pid(job_id, 1), signal.SIGUSR1)
-    sent = time.monotonic()
-    requeued = wait_for_line(log, r"hpc_runner: requeueing job")
-    final = job_control.wait_finished(job_id, poll_s=0.5, timeout_s=240)
-    text = log.read_text()
-    assert final.state == "COMPLETED", text
-    assert text.count("requeueing job") == 1 and text.count("stopping at epoch") == 1
-    assert re.search(r"resuming from .*step [1-9]\d* \(restart 1\)", text), text  # mid-epoch
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["restart_count"] == 1
-    print(f"signal to rank 1 -> requeue requested in {requeued - sent:.1f} s")
 
 
 def test_sigterm_from_scontrol_requeue_checkpoints_and_slurm_requeues(testbed: dict[str, str], tmp_path: Path) -> None:
