@@ -100,3 +100,15 @@ def check_resume(state: dict[str, Any], current: dict[str, Any], path: Path, mod
         f"checkpoint {path} belongs to another run; what changed: " + "; ".join(changed)
         + ".\n  hint: write this run to a new output_dir, or set resume: never (start afresh, the old "
         "checkpoint is replaced) or resume: force (load it anyway) in the spec or with --set resume=...")
+
+
+def save_for_run(state: dict[str, Any], path: str | Path, fields: dict[str, Any]) -> Path:
+    """For scripts: save ``state`` atomically with a fingerprint of ``fields`` (what changes the computation)."""
+    return save_atomic({**state, FINGERPRINT_KEY: dict(fields)}, path)
+
+
+def load_for_run(path: str | Path, fields: dict[str, Any], mode: str = "auto") -> dict[str, Any] | None:
+    """For scripts: the checkpoint at ``path`` if its fingerprint matches ``fields``; None where there is none
+    (or ``mode="never"``); another run's is refused with the keys that differ (``mode="force"`` loads it)."""
+    state = load(path)
+    return None if state is None else check_resume(state, dict(fields), Path(path), mode)

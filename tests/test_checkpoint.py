@@ -36,7 +36,7 @@ def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path: Path) -> No
         time.sleep(0.05 + 0.037 * attempt)  # land somewhere inside a later save
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         assert state["step"] >= first
         assert state["weights"].numel() == 4_000_000
 
@@ -57,3 +57,17 @@ def test_failed_rename_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch
 
 def test_load_of_a_missing_checkpoint_is_none(tmp_path: Path) -> None:
     assert checkpoint.load(tmp_path / "none.pt") is None
+
+
+def test_a_script_gets_the_same_fingerprint_check_with_its_own_fields(tmp_path: Path) -> None:
+    from hpc_runner.checkpoint import load_for_run, save_for_run
+    from hpc_runner.errors import LaunchError
+
+    path = tmp_path / "ckpt.pt"
+    assert load_for_run(path, {"lr": 0.1}) is None  # nothing yet
+    save_for_run({"step": 7}, path, {"lr": 0.1, "model": "mlp"})
+    assert load_for_run(path, {"lr": 0.1, "model": "mlp"})["step"] == 7
+    with pytest.raises(LaunchError, match=r"belongs to another run; what changed: lr: 0.1 -> 0.2"):
+        load_for_run(path, {"lr": 0.2, "model": "mlp"})
+    assert load_for_run(path, {"lr": 0.2, "model": "mlp"}, mode="never") is None
+    assert load_for_run(path, {"lr": 0.2, "model": "mlp"}, mode="force")["step"] == 7

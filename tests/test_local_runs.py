@@ -76,8 +76,8 @@ def test_ranks_times_batch_equals_one_rank_with_big_batch(tmp_path: Path) -> Non
     common = ["--set", "entrypoint.params.dtype=float64", "--set", "data.samples=1024", "--set", "data.audit=true"]
     submit_local(tmp_path / "w2", 2, *common, "--set", "data.batch_size=32")
     submit_local(tmp_path / "w1", 1, *common, "--set", "data.batch_size=64")
-    a = torch.load(tmp_path / "w2" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "w1" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "w2" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "w1" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert diff <= 1e-6, diff
