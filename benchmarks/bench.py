@@ -165,12 +165,13 @@ def _run_ranks(cmd: list[str], world: int, extra_env: dict[str, str] | None = No
     return outs
 
 
-def _emulator_throughput(world: int, samples: int, batch: int, hidden: int, epochs: int) -> float:
+def _emulator_throughput(world: int, samples: int, batch: int, hidden: int, epochs: int, stop_check_every: int = 10) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         from hpc_runner.run_config import RunConfig
         from hpc_runner.schema import DataSpec, FunctionEntry
 
-        config = RunConfig(mode="gloo", entry=FunctionEntry("hpc_runner.demo.emulator:train", {"epochs": epochs, "hidden": hidden}),
+        params = {"epochs": epochs, "hidden": hidden, "stop_check_every": stop_check_every}
+        config = RunConfig(mode="gloo", entry=FunctionEntry("hpc_runner.demo.emulator:train", params),
                            output_dir=f"{tmp}/out", init_timeout_s=300, max_restarts=0, collective_timeout_s=1800, resume="never", requeue_handler="auto",
                            data=DataSpec(samples=samples, batch_size=batch, val_samples=256, audit=False))
         _run_ranks([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], world, cwd=tmp)
@@ -207,6 +208,19 @@ def bench_two_ranks(repeats: int = 3) -> None:
     record("2 ranks (1 thread each) vs 1 rank (1 thread)", f"{a:.0f} samples/s", f"{b:.0f} samples/s", a / b, ">= 1.7x",
            a / b >= 1.7, f"emulator through the entrypoint, MLP hidden {shape['hidden']}, batch {shape['batch']} per rank, "
            f"{shape['samples']} samples, epochs 2-{shape['epochs']} timed; median of {repeats} interleaved runs")
+
+
+def bench_stop_check(repeats: int = 5) -> None:
+    """What the all-ranks stop decision costs: the emulator checking every 10 steps vs never."""
+    shape = dict(samples=16384, batch=128, hidden=256, epochs=5)
+    checked, unchecked = [], []
+    for _ in range(repeats):
+        checked.append(_emulator_throughput(2, **shape, stop_check_every=10))
+        unchecked.append(_emulator_throughput(2, **shape, stop_check_every=0))
+    a, b = statistics.median(checked), statistics.median(unchecked)
+    record("stop decision every 10 steps vs none", f"{a:.0f} samples/s", f"{b:.0f} samples/s", a / b, ">= 0.99x",
+           a / b >= 0.99, f"2 ranks over Gloo, the DDP throughput shape (hidden {shape['hidden']}, batch {shape['batch']}); "
+           f"a one-number all-reduce every 10 steps; median of {repeats} interleaved runs")
 
 
 def bench_scale() -> list[str]:
@@ -277,7 +291,7 @@ def write_report(scale: list[str]) -> None:
 def main() -> None:
     only = set(sys.argv[1:])
     steps = [("render", bench_render), ("launch", bench_launch), ("jobs", bench_jobs), ("ddp", bench_ddp),
-             ("two_ranks", bench_two_ranks)]
+             ("two_ranks", bench_two_ranks), ("stop_check", bench_stop_check)]
     for name, step in steps:
         if not only or name in only:
             log(f"--- {name}")

@@ -26,7 +26,7 @@ from ..data_plan import data_plan
 
 log = logging.getLogger(__name__)
 IN_DIM, OUT_DIM = 8, 4
-STOP_CHECK_EVERY = 10  # steps between the (collective) checks for a time-limit signal
+STOP_CHECK_EVERY = 10  # default steps between the (collective) checks for a stop signal
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -112,9 +112,10 @@ def _start(ctx: Any, hidden: int, lr: float, seed: int, dtype: torch.dtype) -> _
 
 
 def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: int = 0, dtype: str = "float32",
-          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+          after_step: Callable[[int], None] | None = None, stop_check_every: int = STOP_CHECK_EVERY) -> dict[str, Any]:
     """Train, checkpoint every epoch (rank 0, atomically), resume from the latest checkpoint.
 
+    Every ``stop_check_every`` steps all ranks ask together whether to stop for a requeue (0: never).
     ``after_step(global_step)`` is called after every optimizer step (fault drills hook in there).
     """
     data = ctx.config.data
@@ -138,7 +139,8 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
         if data.audit and epoch == run.start_epoch:
             audit_loader(loader, len(train_set))
         started = time.perf_counter()
-        stopped_at, total, count = _train_epoch(ctx, run, loader, epoch, epochs, plan.steps_per_epoch, after_step)
+        stopped_at, total, count = _train_epoch(ctx, run, loader, (epoch, epochs), plan.steps_per_epoch, after_step,
+                                                stop_check_every)
         if stopped_at is not None:
             run.save(ctx, epoch, stopped_at)
             ctx.print(f"stopping at epoch {epoch + 1} step {stopped_at} for a requeue; checkpoint saved")
@@ -151,9 +153,10 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
     return _finish(ctx, run, plan, epochs, throughput)
 
 
-def _train_epoch(ctx: Any, run: _Run, loader: Any, epoch: int, epochs: int, steps: int,
-                 after_step: Callable[[int], None] | None) -> tuple[int | None, float, int]:
+def _train_epoch(ctx: Any, run: _Run, loader: Any, which: tuple[int, int], steps: int,
+                 after_step: Callable[[int], None] | None, check_every: int) -> tuple[int | None, float, int]:
     """One epoch (or its rest, after a resume); returns (step it stopped at for a requeue, loss sum, samples)."""
+    epoch, epochs = which
     loss_fn = nn.MSELoss()
     run.ddp.train()
     total, count = 0.0, 0
@@ -172,7 +175,7 @@ def _train_epoch(ctx: Any, run: _Run, loader: Any, epoch: int, epochs: int, step
         count += len(x)
         if after_step is not None:
             after_step(epoch * steps + step)
-        if (step + 1) % STOP_CHECK_EVERY == 0 and ctx.stop_requested():
+        if check_every and (step + 1) % check_every == 0 and ctx.stop_requested():
             progress.close()
             return step + 1, total, count
     progress.close()
