@@ -25,21 +25,20 @@ import runpy
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from . import environment
+from . import environment, rendezvous
 from .errors import HpcRunnerError, LaunchError
 from .hosts import resolve_address
 from .interfaces import interface_towards
-from .launch_task import RESULT_FILE_VAR
 from .run_config import RunConfig
 from .run_context import RunContext
 from .schema import FunctionEntry
+from .variables import RESULT_FILE_VAR
 
 log = logging.getLogger("hpc_runner")
 BACKENDS = {"gloo": "gloo", "nccl": "nccl"}
@@ -65,103 +64,6 @@ def _device(config: RunConfig, env: environment.DistEnv) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _node_name() -> str:
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-
-
-OWNER_KEY = "hpc_runner/owner"
-
-
-def _rendezvous(config: RunConfig, env: environment.DistEnv) -> dist.Store:
-    """Meet at rank 0's TCPStore; rank 0 names the ranks and hosts that never arrived."""
-    timeout = datetime.timedelta(seconds=config.init_timeout_s)
-    where = f"{env.master_addr}:{env.master_port}"
-    try:
-        # Under torchrun the agent may already host the store on MASTER_PORT: then rank 0 is a client too.
-        hosts_store = env.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
-        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, hosts_store,
-                              timeout=timeout, wait_for_workers=False)
-    except Exception as exc:  # DistNetworkError / RuntimeError from the C++ store
-        text = str(exc)
-        if env.rank == 0 and ("address already in use" in text.lower() or "EADDRINUSE" in text):
-            raise LaunchError(
-                f"rank 0 on {_node_name()} cannot listen on {where}: the port is already in use "
-                "(another job or program on this node).\n  hint: set MASTER_PORT to a free port; "
-                "hpc_runner derives it from the job and step id, so this is usually a program outside SLURM"
-            ) from None
-        raise LaunchError(
-            f"rank {env.rank} on {_node_name()} could not reach rank 0's store at {where} within "
-            f"{config.init_timeout_s}s: {text.splitlines()[0] if text else type(exc).__name__}\n"
-            "  hint: check that rank 0's node started (squeue/sacct), that the address is reachable from "
-            "every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME) and that all ranks came from one srun"
-        ) from None
-    _claim_or_check_owner(store, env.rank == 0, env, where)
-    store = dist.PrefixStore(f"hpc_runner/{env.job_key}", store)  # torch's own keys too
-    store.set(f"arrived/{env.rank}", _node_name())
-    store.add("arrived_count", 1)
-    if env.rank == 0:
-        _release_when_all_arrived(store, config, env)
-    else:
-        try:
-            store.wait(["all_arrived"], timeout)
-        except Exception:
-            raise LaunchError(
-                f"rank {env.rank} on {_node_name()}: rank 0 at {where} did not see all {env.world_size} "
-                f"ranks within {config.init_timeout_s}s; rank 0's log names the missing ones") from None
-    return store
-
-
-def _claim_or_check_owner(store: dist.Store, owner: bool, env: environment.DistEnv, where: str) -> None:
-    """Rank 0 writes whose store this is; every other rank checks it first, so a rank of another job
-    (a port shared by accident) is refused at once instead of waiting for peers that never come."""
-    if owner:
-        store.set(OWNER_KEY, env.job_key)
-        return
-    found = store.get(OWNER_KEY).decode()
-    if found != env.job_key:
-        raise LaunchError(
-            f"rank {env.rank} on {_node_name()} reached the store at {where}, but it belongs to {found}, not to "
-            f"this job ({env.job_key}): another job's rank 0 listens on that port.\n  hint: two jobs were given the "
-            "same MASTER_PORT; leave MASTER_PORT unset so each job step derives its own, or pick a free one")
-
-
-def _release_when_all_arrived(store: dist.Store, config: RunConfig, env: environment.DistEnv) -> None:
-    """Rank 0: poll the arrival counter (one read per 10 ms), release everyone, or name who is missing."""
-    deadline = time.monotonic() + config.init_timeout_s
-    while store.add("arrived_count", 0) < env.world_size:
-        if time.monotonic() > deadline:
-            raise _missing_ranks(store, config, env)
-        time.sleep(0.01)
-    store.set("all_arrived", "1")
-
-
-def _missing_ranks(store: dist.Store, config: RunConfig, env: environment.DistEnv) -> LaunchError:
-    """The ranks and hosts that never arrived, read from the per-rank keys once the timeout expired."""
-    keys = [f"arrived/{r}" for r in range(env.world_size)]
-    missing = [r for r in range(env.world_size) if not store.check([keys[r]])]
-    arrived = {store.get(keys[r]).decode() for r in range(env.world_size) if r not in missing}
-    silent_hosts = [h for h in env.hosts if h not in arrived]
-    return LaunchError(
-        f"rank 0 waited {config.init_timeout_s}s at {env.master_addr}:{env.master_port}: {len(missing)} of "
-        f"{env.world_size} rank(s) never arrived: {_ranges(missing)}"
-        + (f"; no rank arrived from host(s) {', '.join(silent_hosts)}" if silent_hosts else "")
-        + ".\n  hint: a node that never arrives is usually a task that failed to start (see the "
-        "other ranks' log lines), a node that cannot reach this address (firewall, wrong "
-        "interface: set socket_ifname), or ranks started outside one srun; raise init_timeout "
-        "only if nodes are just slow to boot")
-
-
-def _ranges(numbers: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    groups: list[list[int]] = []
-    for n in sorted(numbers):
-        if groups and groups[-1][1] == n - 1:
-            groups[-1][1] = n
-        else:
-            groups.append([n, n])
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in groups)
-
-
 def choose_gloo_interface(env: environment.DistEnv) -> None:
     """Point Gloo at the interface that reaches the master unless GLOO_SOCKET_IFNAME is set already."""
     if os.environ.get("GLOO_SOCKET_IFNAME") or env.num_nodes <= 1:
@@ -178,7 +80,7 @@ def choose_gloo_interface(env: environment.DistEnv) -> None:
 
 def init_process_group(config: RunConfig, env: environment.DistEnv) -> None:
     """Form the process group with a timeout and errors that say what to check."""
-    store = _rendezvous(config, env)
+    store = rendezvous.meet(env, config.init_timeout_s)
     dist.init_process_group(backend=BACKENDS[config.mode], store=store, rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(seconds=config.collective_timeout_s))
 

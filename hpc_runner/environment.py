@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from submitit.slurm.slurm import SlurmParseException, _parse_node_list
 
 from .errors import LaunchError
+from .variables import JOB_MASTER_VAR
 
 # Where each value comes from in a SLURM job step (the first variable present wins).
 SLURM_VARS = {
@@ -142,9 +143,13 @@ def _slurm_port(environ: Mapping[str, str], job_id: str, step_id: str | None) ->
 
 
 def _slurm_addr(environ: Mapping[str, str], first_host: str, resolve: Resolver) -> tuple[str, str]:
-    """An explicit MASTER_ADDR wins; else the first node's address (DNS, then SLURM's NodeAddr)."""
+    """An explicit MASTER_ADDR wins; then the address the batch script resolved once for the whole job
+    (where this step starts on the job's first node); else this rank resolves it (DNS, then NodeAddr)."""
     if environ.get("MASTER_ADDR"):
         return environ["MASTER_ADDR"], "MASTER_ADDR set explicitly"
+    job_nodes = environ.get("SLURM_JOB_NODELIST")
+    if environ.get(JOB_MASTER_VAR) and job_nodes and expand_nodelist(job_nodes)[0] == first_host:
+        return environ[JOB_MASTER_VAR], f"first node {first_host}, resolved once for the job by its batch script"
     return resolve(first_host), f"first node {first_host} (DNS, else scontrol NodeAddr)"
 
 

@@ -45,3 +45,25 @@ def resolve_address(name: str) -> str:
         f"master host {name!r} does not resolve and scontrol has no NodeAddr for it.\n"
         "  hint: set MASTER_ADDR to an address every node can reach, or fix the node's DNS entry"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpc_runner.hosts NODELIST``: print the first node's address (once per job, in the batch script)."""
+    import sys
+
+    from .environment import expand_nodelist
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m hpc_runner.hosts NODELIST", file=sys.stderr)
+        return 2
+    try:
+        print(resolve_address(expand_nodelist(args[0])[0]))
+    except LaunchError as exc:
+        print(f"hpc_runner error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

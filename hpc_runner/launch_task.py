@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobFailed
+from .variables import RESULT_FILE_VAR
 
 if TYPE_CHECKING:
     from .request import JobRequest
 
-# Where each rank writes {"rank", "result", "error", "requeue"} as JSON; under torchrun the path
-# holds "{rank}", which the rank replaces by its local rank.
-RESULT_FILE_VAR = "HPC_RUNNER_RESULT_FILE"
 REQUEUE_GRACE_S = 600  # how long a task whose job asked for a requeue waits for SLURM to stop it
 
 

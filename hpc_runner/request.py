@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from .data_plan import data_plan
+from .variables import JOB_MASTER_VAR
 from .run_config import RunConfig
 from .schema import JobSpec, ScriptEntry
 from .slurm_time import format_time
@@ -170,6 +171,10 @@ def _before_launch(spec: JobSpec, python: str) -> tuple[str, ...]:
     said = shlex.quote(f"hpc_runner: error: the interpreter {python} does not exist on ")
     hint = shlex.quote("; set python: in the spec (default: the interpreter that ran hpc-run)")
     lines = [f'command -v {shlex.quote(python)} >/dev/null || {{ echo {said}"$(hostname)"{hint} >&2; exit 1; }}']
+    # One address lookup per job, not one per rank (thousands of scontrol calls at once would load slurmctld).
+    lines.append(f'if [ -z "${{MASTER_ADDR:-}}" ] && [ -n "${{SLURM_JOB_NODELIST:-}}" ]; then '
+                 f'{JOB_MASTER_VAR}=$({shlex.quote(python)} -m hpc_runner.hosts "$SLURM_JOB_NODELIST"); '
+                 f'export {JOB_MASTER_VAR}; fi')
     if spec.launcher == "torchrun":  # one task per node: the allocation's task count must not reach srun
         lines.append("unset SLURM_NTASKS SLURM_NPROCS")
     return tuple(lines)

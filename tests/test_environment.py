@@ -155,3 +155,15 @@ def test_diagnose_marks_an_unresolvable_master_instead_of_raising() -> None:
     assert findings == ["master host 'n1' does not resolve"]
     shell, said = environment.diagnose({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, resolve)
     assert shell is None and "launch the entrypoint with srun" in said[0]
+
+
+def test_the_address_the_batch_script_resolved_once_is_used_without_asking_again() -> None:
+    def never(name: str) -> str:
+        raise AssertionError(f"rank asked for {name}'s address")
+
+    env = environment.from_environ(slurm_step(3, 1, 1, 4, "n[1-2]", "2(x2)", HPC_RUNNER_MASTER_ADDR="10.7.7.1"), never)
+    assert env.master_addr == "10.7.7.1" and "resolved once for the job" in env.addr_rule
+    # A step that does not start on the job's first node resolves its own first node.
+    other = slurm_step(0, 0, 0, 1, "node001", "1", HPC_RUNNER_MASTER_ADDR="10.7.7.1")
+    other["SLURM_JOB_NODELIST"] = "n[1-2],node001"
+    assert environment.from_environ(other, resolve).master_addr == "10.1.0.1"

@@ -117,3 +117,20 @@ def test_ports_explicit_inherited_and_reserved(testbed: dict[str, str], tmp_path
                            timeout=120, check=True).stdout
     assert re.search(r"port_rule\s+reserved for this step by SLURM", shown), shown
     assert re.search(rf"master_addr\s+{re.escape(n1)}", shown) and "addr_rule         first node n1" in shown
+
+
+def test_the_master_address_is_looked_up_once_per_job_not_once_per_rank(testbed: dict[str, str], tmp_path: Path) -> None:
+    """Node names DNS does not know: the batch script asks scontrol once; the 4 ranks ask nothing."""
+    calls = tmp_path / "scontrol.log"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = subprocess.run(["bash", "-c", "command -v scontrol"], env=testbed, capture_output=True, text=True).stdout.strip()
+    (shim / "scontrol").write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    (shim / "scontrol").chmod(0o755)
+    shell = {**testbed, "PATH": f"{shim}:{testbed['PATH']}"}  # sbatch passes the submitting shell's PATH on
+    job_id = sbatch(render([CHECK, "--mode", "gloo", "--nodes", "2", "--ntasks-per-node", "2", *QUICK_CHECK,
+                            "--set", f"output_dir={tmp_path}/out"], testbed, tmp_path), shell, tmp_path)
+    assert finished(job_id).state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
+    lookups = [line for line in calls.read_text().splitlines() if line.startswith("show node")]
+    assert len(lookups) == 1, lookups
+    assert master_of(tmp_path, "out")[0] == node_addresses(testbed)["n1"]

@@ -24,6 +24,7 @@ export MKL_NUM_THREADS=1
 
 # before launch
 command -v /home/user/project/.venv/bin/python >/dev/null || { echo 'hpc_runner: error: the interpreter /home/user/project/.venv/bin/python does not exist on '"$(hostname)"'; set python: in the spec (default: the interpreter that ran hpc-run)' >&2; exit 1; }
+if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then HPC_RUNNER_MASTER_ADDR=$(/home/user/project/.venv/bin/python -m hpc_runner.hosts "$SLURM_JOB_NODELIST"); export HPC_RUNNER_MASTER_ADDR; fi
 
 # gloo: one rank per task over torch.distributed Gloo; srun gets --cpus-per-task explicitly
 # (Slurm 22.05+ no longer passes sbatch's -c to srun). The entrypoint finds rank, world size,

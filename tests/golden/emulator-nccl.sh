@@ -28,6 +28,7 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 
 # before launch
 command -v /home/user/project/.venv/bin/python >/dev/null || { echo 'hpc_runner: error: the interpreter /home/user/project/.venv/bin/python does not exist on '"$(hostname)"'; set python: in the spec (default: the interpreter that ran hpc-run)' >&2; exit 1; }
+if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then HPC_RUNNER_MASTER_ADDR=$(/home/user/project/.venv/bin/python -m hpc_runner.hosts "$SLURM_JOB_NODELIST"); export HPC_RUNNER_MASTER_ADDR; fi
 
 # nccl: one rank per GPU; each rank uses CUDA device = its local rank. The entrypoint stops
 # with a clear message where CUDA or enough GPUs are missing.
