@@ -133,3 +133,17 @@ def test_a_script_survives_the_warning_and_a_framework_sees_the_default(tmp_path
                             text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("SLURM")})
     assert result.returncode == 0, result.stderr
     assert json.loads(report.read_text()) == {"usr1_looks_default": looks_default, "term_is_default": True, "survived": True}
+
+
+def test_a_changed_world_size_resumes_from_the_epoch_boundary_and_says_so(tmp_path: Path) -> None:
+    """A full state dict loads anywhere; a mid-epoch position does not translate to other shards."""
+    out = tmp_path / "run"
+    assert submit_local(out, nodes=2).returncode == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["epoch"], state["step"] = 1, 5  # as if stopped for a requeue 5 steps into epoch 2
+    checkpoint.save_atomic(state, out / "checkpoint.pt")
+    resumed = submit_local(out, "--set", "entrypoint.params.epochs=3", nodes=4)
+    assert resumed.returncode == 0, resumed.stderr
+    log = rank0_log(out)
+    assert "world size changed from 2 to 4: resuming from the start of epoch 2 instead of step 5" in log
+    assert json.loads((out / "metrics.json").read_text())["world_size"] == 4
