@@ -21,4 +21,16 @@ else
   echo "[tests] not root: the SLURM testbed cannot start; end-to-end tests will be skipped" >&2
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
-"$PY" -m pytest -q -rs "$@"
+# Two runs side by side: the end-to-end tests mostly wait on SLURM, the others mostly compute.
+# The testbed's tests stay in one run, one job at a time as they were written.
+LOGS=$(mktemp -d)
+"$PY" -m pytest -q -rs -m "not slurm" -p no:cacheprovider "$@" > "$LOGS/local.log" 2>&1 &
+local_pid=$!
+e2e_rc=0
+"$PY" -m pytest -q -rs -m slurm -p no:cacheprovider "$@" || e2e_rc=$?
+local_rc=0
+wait "$local_pid" || local_rc=$?
+echo "[tests] the tests that need no testbed (run alongside):"
+cat "$LOGS/local.log"
+rm -rf "$LOGS"
+[ "$e2e_rc" = 0 ] && [ "$local_rc" = 0 ]
