@@ -52,16 +52,6 @@ class RunContext:
         """This rank received a stop signal (time-limit warning or SIGTERM)."""
         return bool(requeue.received)
 
-    @property
-    def terminating(self) -> bool:
-        """This rank received SIGTERM: SLURM is stopping the job (preemption, requeue, cancel)."""
-        return requeue.terminating()
-
-    @property
-    def stopping(self) -> bool:
-        """Every rank agreed to stop (the last stop_requested() said so)."""
-        return requeue.agreed()
-
     def stop_requested(self) -> bool:
         """True on every rank once any rank got a stop signal (a collective: call it at the same step on all)."""
         return requeue.stop_requested(self.device)
