@@ -287,6 +287,44 @@ def cancel(job_id: str, wait_: bool) -> None:
         click.echo(f"job {job_id}: {final.state}")
 
 
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False),
+              help="The job spec the run was trained from, for its export: section (model factory and input "
+                   "shape). Not needed for the demo emulator.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the package (default RUN_DIR/model.pt2; the name ends in .pt2).")
+@handle_errors
+def export(run_dir: str, spec_path: str | None, output: str | None) -> None:
+    """Compile RUN_DIR's trained model into an AOTInductor package (.pt2) for C++ inference.
+
+    Rebuilds the model from the run's record (run.json), loads the weights of its checkpoint,
+    captures it with torch.export with a dynamic batch dimension, compiles it to C++ ahead of time
+    (about a minute), and checks the package against PyTorch before saying it is done.
+
+    \b
+      hpc-run export runs/emulator                       # the demo emulator: nothing else needed
+      hpc-run export runs/mine --spec jobs/mine.yaml     # your model: the spec names its factory
+      hpc-run export runs/mine --spec jobs/mine.yaml -o serve/mine.pt2
+
+    \b
+    Your spec names a function that returns the untrained nn.Module (it gets the entry's params
+    it names) and one example's shape without the batch dimension:
+      export: {model: mypkg.models:make_model, input_shape: [8]}
+
+    \b
+    Load it from C++ with torch::inductor::AOTIModelPackageLoader: examples/cpp builds against
+    the libtorch inside the torch wheel (see its CMakeLists.txt and the README).
+    """
+    from pathlib import Path
+
+    from . import export as export_mod
+
+    exported = export_mod.export_run(Path(run_dir), Path(output) if output else None, spec_path,
+                                     say=lambda text: click.echo(text, err=True))
+    click.echo(exported.summary())
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="hpc-run")

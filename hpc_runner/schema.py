@@ -54,6 +54,14 @@ class RequeueSpec:
 
 
 @dataclass(frozen=True)
+class ExportSpec:
+    """How ``hpc-run export`` rebuilds the trained model: a factory and one example's shape."""
+
+    model: str  # 'package.module:function', called with the entry's params it names; returns the nn.Module
+    input_shape: tuple[int, ...]  # one example, without the batch dimension: (8,) or (3, 224, 224)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One validated job: resources, environment and what to run."""
 
@@ -81,6 +89,7 @@ class JobSpec:
     resume: str = "auto"  # auto: resume a checkpoint of this run, refuse another run's; never; force
     data: DataSpec | None = None
     requeue: RequeueSpec = RequeueSpec()
+    export: ExportSpec | None = None  # the model factory for `hpc-run export` (the demo emulator needs none)
 
     @property
     def world_size(self) -> int:

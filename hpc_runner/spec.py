@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from .errors import SpecError
-from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, FunctionEntry, JobSpec, RequeueSpec,
-                     ScriptEntry)
+from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, ExportSpec, FunctionEntry, JobSpec,
+                     RequeueSpec, ScriptEntry)
 from .slurm_time import TimeFormatError, parse_time
 
 __all__ = ["DataSpec", "Entry", "FunctionEntry", "JobSpec", "RequeueSpec", "ScriptEntry", "SpecError",
@@ -53,10 +53,13 @@ _TOP_KEYS = {
     "data": "data",
     "requeue": "requeue",
     "entrypoint": "entrypoint",
+    "export": "export",
 }
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
 _REQUEUE_KEYS = ("signal", "seconds_before", "max_restarts", "handler")
+_EXPORT_KEYS = ("model", "input_shape")
+_EXPORT_HINT = "export: {model: 'package.module:make_model', input_shape: [8]} (one example's shape, no batch dimension)"
 
 
 class _Reader:
@@ -181,6 +184,22 @@ def data_section(raw: Any, source: str) -> DataSpec | None:
     return _data(_Reader(source), raw)
 
 
+def _export(r: _Reader, raw: Any) -> ExportSpec | None:
+    """The model factory and example input shape that ``hpc-run export`` rebuilds a run's model from."""
+    if raw is None:
+        return None
+    raw = r.mapping("export", raw)
+    r.check_keys("export", raw, _EXPORT_KEYS)
+    for key in _EXPORT_KEYS:
+        if key not in raw:
+            raise r.fail(f"export.{key}", "is required when 'export' is given", _EXPORT_HINT)
+    shape = r.sequence("export.input_shape", raw["input_shape"])
+    if not 1 <= len(shape) <= 8:
+        raise r.fail("export.input_shape", f"needs 1 to 8 sizes, got {len(shape)}", _EXPORT_HINT)
+    return ExportSpec(model=r.text("export.model", raw["model"], FUNCTION_PATTERN, _EXPORT_HINT),
+                      input_shape=tuple(r.integer(f"export.input_shape[{i}]", n, 1) for i, n in enumerate(shape)))
+
+
 def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
     raw = r.mapping("requeue", raw or {})
     r.check_keys("requeue", raw, _REQUEUE_KEYS)
@@ -208,6 +227,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         "name": r.text("name", raw["name"], _NAME, "letters, digits, '.', '_' and '-', at most 64"),
         "entrypoint": _entry(r, raw["entrypoint"]),
         "data": _data(r, raw.get("data")),
+        "export": _export(r, raw.get("export")),
         **_resources(r, raw),
         **_strings(r, raw),
     }
