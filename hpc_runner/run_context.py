@@ -4,9 +4,10 @@ run, and whether to stop for a requeue (decided by all ranks together)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -14,6 +15,8 @@ import torch.distributed as dist
 from . import checkpoint, environment, requeue
 from .errors import LaunchError
 from .run_config import RunConfig
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,12 +78,19 @@ class RunContext:
         """Rank 0 reads the checkpoint once for the whole job and broadcasts it; another run's is refused
         (``resume: auto``), ignored (``never``) or taken anyway (``force``)."""
         path = self.checkpoint_path(path)
+
+        def read() -> dict[str, Any] | None:
+            state = checkpoint.load(path)
+            return None if state is None else checkpoint.check_resume(state, self.fingerprint(extra), path, self.config.resume)
+
+        return self.decided_by_main(read)
+
+    def decided_by_main(self, decide: Callable[[], T]) -> T:
+        """Rank 0 alone runs ``decide`` (reads files, say) and every rank gets its answer, or its LaunchError."""
         box: list[Any] = [None]
         if self.is_main:
             try:
-                state = checkpoint.load(path)
-                kept = None if state is None else checkpoint.check_resume(state, self.fingerprint(extra), path, self.config.resume)
-                box = [("state", kept)]
+                box = [("value", decide())]
             except LaunchError as exc:
                 box = [("error", str(exc))]
         if self.distributed:
