@@ -13,6 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
+from . import accelerate_launch, config_check
 from .data_plan import data_plan
 from .variables import JOB_MASTER_VAR
 from .run_config import RunConfig
@@ -21,6 +22,8 @@ from .slurm_time import format_time
 
 ENTRYPOINT_MODULE = "hpc_runner.entrypoint"
 TORCHRUN_MODULE = "hpc_runner.torchrun_launch"
+
+PER_NODE_LAUNCHERS = ("torchrun", "accelerate")  # one launch task per node, which starts the node's ranks
 
 Directive = tuple[str, "str | None"]  # ("nodes", "4"); ("requeue", None) is a bare flag
 
@@ -40,10 +43,11 @@ class JobRequest:
     before_launch: tuple[str, ...]         # ours: the interpreter exists; srun takes its counts from the allocation
     srun: tuple[str, ...]                  # srun's options (the word "srun" not included)
     program: tuple[str, ...]               # what srun starts on each launch task
+    launch_notes: tuple[str, ...]          # comment lines printed just above the srun line
     python: str                            # the interpreter that runs the ranks
     output_dir: str                        # absolute: checkpoints, metrics, plots
     nodes: int
-    tasks_per_node: int                    # launch tasks per node: ranks (srun) or 1 (one torchrun per node)
+    tasks_per_node: int                    # launch tasks per node: ranks (srun) or 1 (one torchrun or accelerate launch per node)
     ranks_per_node: int
     time_minutes: int
     signal: str                            # the time-limit warning our entrypoint handles
@@ -73,7 +77,7 @@ class JobRequest:
 
     def launch_line(self) -> str:
         """The srun line that starts every launch task, quoted, wrapped for reading."""
-        return " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
+        return "".join(f"{note}\n" for note in self.launch_notes) + " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
 
 
 def sbatch_line(key: str, value: str | None) -> str:
@@ -82,7 +86,11 @@ def sbatch_line(key: str, value: str | None) -> str:
 
 
 def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> JobRequest:
-    """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this."""
+    """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this.
+
+    Config files the spec points at (accelerate, DeepSpeed) are read here, once: a SpecError refuses
+    one that contradicts the spec before anything is rendered or submitted.
+    """
     here = cwd or os.getcwd()
     output_dir = os.path.abspath(os.path.join(here, os.path.expanduser(spec.run_dir)))
     interpreter = spec.python or python or sys.executable
@@ -90,17 +98,18 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
         script = os.path.abspath(os.path.join(here, os.path.expanduser(spec.entrypoint.path)))
         spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=script))
     config = RunConfig.from_spec(spec, output_dir)
-    torchrun = spec.launcher == "torchrun"
-    tasks_per_node = 1 if torchrun else spec.ntasks_per_node
+    tasks_per_node = 1 if spec.launcher in PER_NODE_LAUNCHERS else spec.ntasks_per_node
+    config_lines = config_check.check(spec, here)
     return JobRequest(
-        name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=tuple(summary(spec)),
+        name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=(*summary(spec), *config_lines),
         directives=_directives(spec), before_setup=_drop_inherited(spec), setup=spec.setup, env=_environment(spec),
         before_launch=_before_launch(spec, interpreter),
         # No --nodes/--ntasks: srun takes them from the allocation, so `sbatch --nodes 3` on a script
         # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
         srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--ntasks-per-node={tasks_per_node}",
               f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node // tasks_per_node}"),
-        program=_program(spec, interpreter, config), python=interpreter, output_dir=output_dir,
+        program=_program(spec, interpreter, config, here), python=interpreter, output_dir=output_dir,
+        launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
         time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
     )
@@ -148,6 +157,10 @@ def _environment(spec: JobSpec) -> tuple[tuple[str, str], ...]:
     pairs = [("OMP_NUM_THREADS", threads), ("MKL_NUM_THREADS", threads)]
     if spec.mode == "gloo" and spec.socket_ifname:
         pairs.append(("GLOO_SOCKET_IFNAME", spec.socket_ifname))
+    if spec.mode == "gloo" and "ACCELERATE_USE_CPU" not in spec.env:
+        # accelerate takes ranks on a machine without GPUs for a single process unless told the job runs on
+        # CPUs (the every-process-trains-alone mistake); `accelerate launch --multi_gpu` reads it too.
+        pairs.append(("ACCELERATE_USE_CPU", "true"))
     if spec.mode == "nccl":
         pairs += [("NCCL_DEBUG", spec.nccl_debug), ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")]
         if spec.socket_ifname:
@@ -175,13 +188,16 @@ def _before_launch(spec: JobSpec, python: str) -> tuple[str, ...]:
     lines.append(f'if [ -z "${{MASTER_ADDR:-}}" ] && [ -n "${{SLURM_JOB_NODELIST:-}}" ]; then '
                  f'{JOB_MASTER_VAR}=$({shlex.quote(python)} -m hpc_runner.hosts "$SLURM_JOB_NODELIST"); '
                  f'export {JOB_MASTER_VAR}; fi')
-    if spec.launcher == "torchrun":  # one task per node: the allocation's task count must not reach srun
+    if spec.launcher in PER_NODE_LAUNCHERS:  # one task per node: the allocation's task count must not reach srun
         lines.append("unset SLURM_NTASKS SLURM_NPROCS")
     return tuple(lines)
 
 
-def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:
+def _program(spec: JobSpec, python: str, config: RunConfig, cwd: str) -> tuple[str, ...]:
     entry_argv = config.to_argv()
+    if spec.launcher == "accelerate":
+        config_file = None if spec.accelerate_config is None else os.path.abspath(os.path.join(cwd, os.path.expanduser(spec.accelerate_config)))
+        return accelerate_launch.program(python, spec.nodes, spec.world_size, spec.init_timeout_s, config_file, entry_argv)
     if spec.launcher == "torchrun":
         return (python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--", *entry_argv)
     return (python, "-u", "-m", ENTRYPOINT_MODULE, *entry_argv)

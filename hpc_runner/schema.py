@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("threading", "gloo", "nccl")
-LAUNCHERS = ("srun", "torchrun")
+LAUNCHERS = ("srun", "torchrun", "accelerate")
 SIGNALS = ("USR1", "USR2")
 RESUME_MODES = ("auto", "never", "force")
 REQUEUE_HANDLERS = ("auto", "hpc_runner", "framework", "none")
@@ -90,6 +90,8 @@ class JobSpec:
     data: DataSpec | None = None
     requeue: RequeueSpec = RequeueSpec()
     export: ExportSpec | None = None  # the model factory for `hpc-run export` (the demo emulator needs none)
+    accelerate_config: str | None = None  # an accelerate YAML: checked against the world size; launcher accelerate passes it on
+    deepspeed_config: str | None = None  # a DeepSpeed JSON: its batch arithmetic checked against the world size
 
     @property
     def world_size(self) -> int:

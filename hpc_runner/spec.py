@@ -54,6 +54,8 @@ _TOP_KEYS = {
     "requeue": "requeue",
     "entrypoint": "entrypoint",
     "export": "export",
+    "accelerate_config": "accelerate_config",
+    "deepspeed_config": "deepspeed_config",
 }
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
@@ -277,6 +279,11 @@ def _strings(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
         values["nccl_debug"] = r.choice("nccl_debug", raw["nccl_debug"], ("VERSION", "WARN", "INFO", "TRACE"))
     if "output_dir" in raw:
         values["output_dir"] = r.text("output_dir", raw["output_dir"])
+    for key in ("accelerate_config", "deepspeed_config"):  # read and checked when the request is built (paths are the submitter's)
+        if raw.get(key) is not None:
+            values[key] = r.text(key, raw[key], hint="a path to the config file, relative to where you submit")
+            if not values[key]:
+                raise r.fail(key, "must not be empty", "a path to the config file, or leave the key out")
     if raw.get("python") is not None:
         python = values["python"] = r.text("python", raw["python"])
         if not python.strip() or python.startswith("-"):
@@ -294,8 +301,8 @@ def _check_combination(r: _Reader, spec: JobSpec) -> None:
         if spec.ntasks_per_node > 1:
             raise r.fail("ntasks_per_node", f"threading mode runs one process, got {spec.ntasks_per_node}",
                          "use mode: gloo for several processes, or raise cpus_per_task instead")
-        if spec.launcher == "torchrun":
-            raise r.fail("launcher", "torchrun launches distributed ranks; threading mode has none", "use launcher: srun")
+        if spec.launcher != "srun":
+            raise r.fail("launcher", f"{spec.launcher} launches distributed ranks; threading mode has none", "use launcher: srun")
     if spec.mode == "nccl":
         if spec.gpus_per_node < 1:
             raise r.fail("gpus_per_node", "nccl mode needs GPUs, got gpus_per_node=0",
@@ -306,6 +313,9 @@ def _check_combination(r: _Reader, spec: JobSpec) -> None:
     elif spec.gpus_per_node:
         raise r.fail("gpus_per_node", f"{spec.mode} mode runs on CPUs, got gpus_per_node={spec.gpus_per_node}",
                      "use mode: nccl for GPUs, or remove gpus_per_node")
+    if spec.launcher == "accelerate" and spec.world_size < 2:
+        raise r.fail("launcher", f"accelerate launch's multi-process path (--multi_gpu) needs 2 or more processes, got {spec.world_size}",
+                     "raise nodes or ntasks_per_node, or use launcher: srun for one process")
     if spec.requeue.seconds_before >= spec.time_minutes * 60:
         raise r.fail("requeue.seconds_before", f"the warning ({spec.requeue.seconds_before}s) must come before the time limit ({spec.time_minutes} min)")
 

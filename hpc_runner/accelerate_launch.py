@@ -1,0 +1,120 @@
+"""``launcher: accelerate``: one ``accelerate launch`` per node, as accelerate's own SLURM example runs it.
+
+srun starts one task per node; that task is a short bash line which asks this module for the node's
+values (machine rank from SLURM_NODEID, main process address and port by the rules of
+``hpc_runner.environment``, this node's own address) and then execs ``accelerate launch`` with the
+total process count, the machine count and c10d rendezvous. accelerate starts the hpc_runner
+entrypoint on each of the node's ranks, which runs the user's script or function unchanged.
+
+On CPUs accelerate's only multi-process path is ``--multi_gpu`` with ``ACCELERATE_USE_CPU=true``
+(``--cpu`` alone starts one process): gloo mode exports that variable (``request``), so the same
+``--multi_gpu`` line serves CPUs and GPUs.
+
+Importing this module is cheap and pure (``request`` uses :func:`program`); only :func:`main`, run
+inside the job, resolves addresses.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .environment import DistEnv
+
+# The job's interpreter runs accelerate's own CLI module: `accelerate launch`, from the same environment.
+ACCELERATE_LAUNCH = ("-m", "accelerate.commands.launch")
+MODULE = "hpc_runner.accelerate_launch"
+# Printed above the srun line: the single-quoted line is bash's on each node, where its variables expand.
+NOTES = ("# accelerate launch, once per node: machine rank, main process address and port come from this node's step",
+         "# shellcheck disable=SC2016")
+
+
+def node_script(init_timeout_s: int) -> str:
+    """The bash line each node runs: read the node's values from this module, then exec accelerate launch.
+
+    ``$0`` is the interpreter; ``"$@"`` holds the job's fixed accelerate options and the program, each an
+    argument of its own (quoted once, by shlex, in the request), so nothing of the spec is in this text.
+    The launcher ignores the warning signal SLURM sends before the time limit (its default action would
+    kill it); each rank installs its own handler.
+    """
+    return ('trap "" USR1 USR2; '
+            f'read -r machine_rank main_ip main_port local_addr rdzv_conf < <("$0" -m {MODULE} --join-timeout={init_timeout_s:d}) '
+            '|| exit 1; '
+            f'PET_LOCAL_ADDR="$local_addr" exec "$0" {" ".join(ACCELERATE_LAUNCH)} --machine_rank="$machine_rank" '
+            '--main_process_ip="$main_ip" --main_process_port="$main_port" --rdzv_conf="$rdzv_conf" "$@"')
+
+
+def program(python: str, nodes: int, world_size: int, init_timeout_s: int, config_file: str | None,
+            entry_argv: list[str]) -> tuple[str, ...]:
+    """What srun starts on each node: the node's bash line, the interpreter, then accelerate's fixed options."""
+    options = ["--multi_gpu", f"--num_processes={world_size}", f"--num_machines={nodes}", "--rdzv_backend=c10d",
+               "--max_restarts=0"]
+    options += [f"--config_file={config_file}"] if config_file else ["--mixed_precision=no", "--dynamo_backend=no"]
+    return ("bash", "-c", node_script(init_timeout_s), python, *options, "--module", "hpc_runner.entrypoint", *entry_argv)
+
+
+@dataclass(frozen=True)
+class NodeValues:
+    """What one node's ``accelerate launch`` needs that only the node knows."""
+
+    machine_rank: int
+    main_ip: str
+    main_port: int
+    local_addr: str  # torch's agent tells the ranks to reach its store here (its own guess, the host name, may not resolve)
+    rdzv_conf: str
+
+    def words(self) -> str:
+        """One line of five words for bash's ``read`` (none of them may be empty or hold white space)."""
+        fields = (str(self.machine_rank), self.main_ip, str(self.main_port), self.local_addr, self.rdzv_conf)
+        if any(not f or any(c.isspace() for c in f) for f in fields):
+            raise ValueError(f"a node value is empty or holds white space: {fields}")
+        return " ".join(fields)
+
+
+def node_values(env: DistEnv, local_addr: str, join_timeout_s: int) -> NodeValues:
+    """This node's values from its DistEnv (one task per node); pure, tested with tables.
+
+    The first node hosts the rendezvous store unless the address was set explicitly: torch's own guess
+    compares the endpoint with the host name, which fails where names and addresses differ (the rule
+    ``hpc_runner.torchrun_launch`` applies to torchrun, for the same reason).
+    """
+    conf = [f"join_timeout={join_timeout_s}"]
+    if not env.addr_rule.startswith("MASTER_ADDR"):
+        conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
+    return NodeValues(machine_rank=env.node_rank, main_ip=env.master_addr, main_port=env.master_port,
+                      local_addr=local_addr, rdzv_conf=",".join(conf))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpc_runner.accelerate_launch --join-timeout=S``: print this node's values for the bash line."""
+    import argparse
+    import os
+
+    from . import environment
+    from .errors import HpcRunnerError
+    from .hosts import resolve_address
+
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    parser.add_argument("--join-timeout", type=int, required=True)
+    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        env = environment.from_environ(os.environ, resolve_address)
+        local_addr = resolve_address(env.hosts[env.node_rank]) if env.source == "slurm" else env.master_addr
+    except HpcRunnerError as exc:
+        print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    if env.local_world_size != 1:
+        print("hpc_runner error: the accelerate launcher wants one task per node "
+              f"(found {env.local_world_size} on this node); render the script with hpc-run render", file=sys.stderr)
+        return 2
+    values = node_values(env, local_addr, ns.join_timeout)
+    print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> accelerate launch, rendezvous at "
+          f"{env.master_addr}:{env.master_port} ({env.port_rule})", file=sys.stderr, flush=True)
+    print(values.words(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""DeepSpeed and accelerate config files a spec points at, read and checked against the spec's world size.
+
+DeepSpeed's rule is ``train_batch_size = train_micro_batch_size_per_gpu x gradient_accumulation_steps x
+world size``; a config written for another cluster silently trains with another batch (or stops deep
+inside the job). Here the dry run reads the files, resolves ``"auto"`` from the spec (``data.batch_size``
+is the per-rank batch), computes what is missing the way DeepSpeed does, shows the arithmetic, and refuses
+a file that contradicts the spec. No DeepSpeed or accelerate import: only the files' own words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .errors import SpecError
+from .schema import JobSpec
+
+TRAIN_BATCH = "train_batch_size"
+MICRO_BATCH = "train_micro_batch_size_per_gpu"
+GRAD_ACCUM = "gradient_accumulation_steps"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One batch number and where it came from, in words ("from the file", "auto: data.batch_size", "computed")."""
+
+    number: int | None
+    origin: str
+
+    def show(self) -> str:
+        """``8 (from the file)``, or ``? (auto, unresolved)``."""
+        return f"{'?' if self.number is None else self.number} ({self.origin})"
+
+
+@dataclass(frozen=True)
+class BatchArithmetic:
+    """DeepSpeed's three batch numbers for one world size, resolved as far as the spec allows."""
+
+    source: str
+    train_batch: Value
+    micro_batch: Value
+    grad_accum: Value
+    world_size: int
+    layout: str  # "2 node(s) x 2 task(s)"
+
+    def line(self) -> str:
+        """The arithmetic as the dry run prints it."""
+        return (f"deepspeed {self.source}: {TRAIN_BATCH} {self.train_batch.show()} = {MICRO_BATCH} "
+                f"{self.micro_batch.show()} x {GRAD_ACCUM} {self.grad_accum.show()} x world size {self.world_size} ({self.layout})")
+
+
+@dataclass(frozen=True)
+class AccelerateFile:
+    """What an accelerate config says about the job's shape (and its DeepSpeed section, if any)."""
+
+    source: str
+    num_processes: int | None
+    num_machines: int | None
+    has_deepspeed: bool  # a deepspeed_config section: accelerate runs DeepSpeed
+    grad_accum: int | str | None  # deepspeed_config.gradient_accumulation_steps
+    deepspeed_file: str | None  # deepspeed_config.deepspeed_config_file
+
+    def line(self) -> str:
+        """The accelerate config as the dry run prints it."""
+        return (f"accelerate {self.source}: num_processes {self.num_processes if self.num_processes is not None else '(not set)'}, "
+                f"num_machines {self.num_machines if self.num_machines is not None else '(not set)'}")
+
+
+def _fail(key: str, source: str, message: str, hint: str) -> SpecError:
+    return SpecError(f"key '{key}': {source}: {message}\n  hint: {hint}")
+
+
+def _read(key: str, path: str, parse: Any, kind: str) -> dict[str, Any]:
+    """A config file as a mapping; unreadable or malformed files name the spec key and the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = parse(handle.read())
+    except OSError as exc:
+        raise _fail(key, path, f"cannot read the {kind} config ({exc.strerror})",
+                    "check the path (relative to where you submit) or remove the key") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise _fail(key, path, f"not a valid {kind} config: {str(exc).splitlines()[0]}",
+                    f"fix the file's syntax (it must hold one {kind} mapping)") from None
+    if not isinstance(raw, dict):
+        raise _fail(key, path, f"a {kind} config is a mapping of keys, got {type(raw).__name__}", "fix the file")
+    return raw
+
+
+def _batch_number(key: str, source: str, raw: dict[str, Any], name: str) -> int | str | None:
+    """A batch field: a whole number >= 1, "auto", or absent."""
+    value = raw.get(name)
+    if value is None or value == AUTO:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, source, f"{name} is {value!r}; expected a whole number >= 1 or \"auto\"",
+                    f"write {name}: \"auto\" to take it from the spec, or a number")
+    return value
+
+
+def _given(value: int | str | None, auto_number: int | None, auto_origin: str) -> Value:
+    if isinstance(value, int):
+        return Value(value, "from the file")
+    if value == AUTO:
+        return Value(auto_number, auto_origin if auto_number is not None else "auto, unresolved")
+    return Value(None, "not set")
+
+
+def resolve(source: str, train: int | str | None, micro: int | str | None, grad: int | str | None,
+            spec: JobSpec, key: str = "deepspeed_config") -> BatchArithmetic:
+    """Resolve "auto" from the spec, compute what is missing as DeepSpeed does, refuse a contradiction."""
+    per_rank = spec.data.batch_size if spec.data is not None else None
+    world = spec.world_size
+    t = _given(train, None, "")
+    m = _given(micro, per_rank, "auto: data.batch_size")
+    g = _given(grad, None, "")
+    if per_rank is not None and isinstance(micro, int) and micro != per_rank:
+        raise _fail(key, source, f"{MICRO_BATCH} is {micro} but the spec's data.batch_size (the per-rank batch) is {per_rank}",
+                    f"set {MICRO_BATCH} to \"auto\" (or {per_rank}), or data.batch_size to {micro}")
+    t, m, g = _complete(key, source, t, m, g, world)
+    arithmetic = BatchArithmetic(source, t, m, g, world, f"{spec.nodes} node(s) x {spec.ntasks_per_node} task(s)")
+    if None not in (t.number, m.number, g.number) and t.number != m.number * g.number * world:  # type: ignore[operator]
+        raise _fail(key, source, f"{TRAIN_BATCH} {t.number} != {MICRO_BATCH} {m.number} x {GRAD_ACCUM} {g.number} x "
+                    f"world size {world} (= {m.number * g.number * world}); the file was written for another world size",  # type: ignore[operator]
+                    _fix_hint(m.number, g.number, world))  # type: ignore[arg-type]
+    return arithmetic
+
+
+def _complete(key: str, source: str, t: Value, m: Value, g: Value, world: int) -> tuple[Value, Value, Value]:
+    """DeepSpeed's own rules for the numbers left out (gradient accumulation defaults to 1)."""
+    if t.number is not None and m.number is not None and g.number is None:
+        steps, rest = divmod(t.number, m.number * world)
+        if steps < 1 or rest:
+            raise _fail(key, source, f"{TRAIN_BATCH} {t.number} is not a multiple of {MICRO_BATCH} {m.number} x world size "
+                        f"{world} (= {m.number * world}), so no whole {GRAD_ACCUM} fits", _fix_hint(m.number, 1, world))
+        return t, m, Value(steps, "computed")
+    if t.number is not None and m.number is None:
+        steps = g.number or 1
+        micro, rest = divmod(t.number, steps * world)
+        if micro < 1 or rest:
+            raise _fail(key, source, f"{TRAIN_BATCH} {t.number} does not divide into {GRAD_ACCUM} {steps} x world size {world} "
+                        f"(= {steps * world}) whole micro-batches", f"make {TRAIN_BATCH} a multiple of {steps * world}, or \"auto\"")
+        return t, Value(micro, "computed"), g if g.number is not None else Value(1, "default")
+    if t.number is None and m.number is not None:
+        g = g if g.number is not None else Value(1, "default")
+        return Value(m.number * g.number * world, "computed"), m, g  # type: ignore[operator]
+    return t, m, g
+
+
+def _fix_hint(micro: int, grad: int, world: int) -> str:
+    return (f"set {TRAIN_BATCH} to \"auto\" (computed: {micro * grad * world} for this world size), "
+            f"or change nodes / ntasks_per_node to the world size the file was written for")
+
+
+def deepspeed(spec: JobSpec, path: str, grad_fallback: int | str | None = None, key: str = "deepspeed_config") -> BatchArithmetic:
+    """Read a DeepSpeed JSON and resolve its batch arithmetic for ``spec`` (``grad_fallback``: accelerate's value)."""
+    raw = _read(key, path, json.loads, "DeepSpeed JSON")
+    train, micro, grad = (_batch_number(key, path, raw, name) for name in (TRAIN_BATCH, MICRO_BATCH, GRAD_ACCUM))
+    if grad_fallback is not None and isinstance(grad, int) and isinstance(grad_fallback, int) and grad != grad_fallback:
+        raise _fail(key, path, f"{GRAD_ACCUM} is {grad} here but {grad_fallback} in the accelerate config",
+                    "give it in one file only, or the same number in both")
+    if not isinstance(grad, int) and grad_fallback is not None:
+        grad = grad_fallback
+    return resolve(path, train, micro, grad, spec, key)
+
+
+def accelerate(spec: JobSpec, path: str) -> AccelerateFile:
+    """Read an accelerate YAML and refuse a process or machine count other than the spec's."""
+    key = "accelerate_config"
+    raw = _read(key, path, yaml.safe_load, "accelerate YAML")
+    section = raw.get("deepspeed_config") or {}
+    if not isinstance(section, dict):
+        raise _fail(key, path, f"deepspeed_config is {type(section).__name__}, expected a mapping", "fix the file")
+    found = AccelerateFile(source=path, num_processes=_count(path, raw, "num_processes"), num_machines=_count(path, raw, "num_machines"),
+                           has_deepspeed="deepspeed_config" in raw, grad_accum=_batch_number(key, path, section, GRAD_ACCUM),
+                           deepspeed_file=section.get("deepspeed_config_file"))
+    for name, number, wanted, words in (("num_processes", found.num_processes, spec.world_size, "the world size (nodes x ntasks_per_node)"),
+                                        ("num_machines", found.num_machines, spec.nodes, "nodes")):
+        if number is not None and number != wanted:
+            raise _fail(key, path, f"{name} is {number} but the spec asks for {wanted}, {words} = "
+                        f"{spec.nodes} node(s) x {spec.ntasks_per_node} task(s)",
+                        f"set {name}: {wanted} in the file (or remove it: hpc_runner passes the spec's counts to accelerate launch), "
+                        "or change the spec's nodes / ntasks_per_node")
+    return found
+
+
+def _count(path: str, raw: dict[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail("accelerate_config", path, f"{name} is {value!r}; expected a whole number >= 1", f"fix {name} in the file")
+    return value
+
+
+def check(spec: JobSpec, cwd: str) -> list[str]:
+    """The dry run's lines for every config the spec points at (paths against ``cwd``); SpecError on a contradiction."""
+    lines: list[str] = []
+    grad: int | str | None = None
+    ds_path = _path(cwd, spec.deepspeed_config)
+    if spec.accelerate_config is not None:
+        found = accelerate(spec, _path(cwd, spec.accelerate_config) or "")
+        lines.append(found.line())
+        grad = found.grad_accum
+        ds_path = ds_path or _path(cwd, found.deepspeed_file)
+        if ds_path is None and found.has_deepspeed:  # accelerate takes the micro-batch from the prepared dataloader
+            lines.append(resolve(found.source, None, AUTO, found.grad_accum, spec, "accelerate_config").line())
+    if ds_path is not None:
+        key = "deepspeed_config" if spec.deepspeed_config is not None else "accelerate_config"
+        lines.append(deepspeed(spec, ds_path, grad, key).line())
+    return lines
+
+
+def _path(cwd: str, path: str | None) -> str | None:
+    return None if path is None else os.path.normpath(os.path.join(cwd, os.path.expanduser(path)))
