@@ -89,8 +89,8 @@ def specs(draw: st.DrawFn) -> dict:
     mode = draw(st.sampled_from(["threading", "gloo", "nccl"]))
     raw: dict = {"name": draw(NAMES), "mode": mode, "entrypoint": {"script": draw(VALUES) or "x.py", "args": draw(st.lists(VALUES, max_size=3))}}
     if mode != "threading":
-        raw["nodes"] = draw(st.integers(1, 64))
-        raw["launcher"] = draw(st.sampled_from(["srun", "torchrun"]))
+        raw["launcher"] = draw(st.sampled_from(["srun", "torchrun", "accelerate"]))
+        raw["nodes"] = draw(st.integers(2 if raw["launcher"] == "accelerate" else 1, 64))  # accelerate: 2+ processes
         raw["socket_ifname"] = draw(st.one_of(st.none(), st.sampled_from(["eth0", "ib0"])))
     if mode == "nccl":
         raw["gpus_per_node"] = draw(st.integers(1, 8))

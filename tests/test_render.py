@@ -22,6 +22,7 @@ MODE_OVERRIDES = {
     "threading": [("mode", "threading"), ("nodes", 1), ("ntasks_per_node", 1), ("launcher", "srun")],
     "gloo": [("mode", "gloo"), ("nodes", 2), ("ntasks_per_node", 2)],
     "gloo-torchrun": [("mode", "gloo"), ("nodes", 2), ("ntasks_per_node", 2), ("launcher", "torchrun")],
+    "gloo-accelerate": [("mode", "gloo"), ("nodes", 2), ("ntasks_per_node", 2), ("launcher", "accelerate")],
     "nccl": [("mode", "nccl"), ("nodes", 2), ("gpus_per_node", 4), ("ntasks_per_node", 4)],
 }
 CASES = [(job, mode) for job in JOBS for mode in MODE_OVERRIDES]

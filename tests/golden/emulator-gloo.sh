@@ -22,6 +22,7 @@ if [ -n "${MASTER_PORT+x}" ]; then echo "hpc_runner: warning: ignoring MASTER_PO
 # environment
 export OMP_NUM_THREADS=1
 export MKL_NUM_THREADS=1
+export ACCELERATE_USE_CPU=true
 
 # before launch
 command -v /home/user/project/.venv/bin/python >/dev/null || { echo 'hpc_runner: error: the interpreter /home/user/project/.venv/bin/python does not exist on '"$(hostname)"'; set python: in the spec (default: the interpreter that ran hpc-run)' >&2; exit 1; }
