@@ -87,7 +87,7 @@ def _read(key: str, path: str, parse: Any, kind: str) -> dict[str, Any]:
         raise _fail(key, path, f"not a valid {kind} config: {str(exc).splitlines()[0]}",
                     f"fix the file's syntax (it must hold one {kind} mapping)") from None
     if not isinstance(raw, dict):
-        raise _fail(key, path, f"a {kind} config is a mapping of keys, got {type(raw).__name__}", "fix the file")
+        raise _fail(key, path, f"expected a mapping of keys ({kind}), got {type(raw).__name__}", "fix the file")
     return raw
 
 
@@ -102,11 +102,11 @@ def _batch_number(key: str, source: str, raw: dict[str, Any], name: str) -> int 
     return value
 
 
-def _given(value: int | str | None, auto_number: int | None, auto_origin: str) -> Value:
+def _given(value: int | str | None, auto_number: int | None = None, auto_origin: str = "auto, unresolved") -> Value:
     if isinstance(value, int):
         return Value(value, "from the file")
     if value == AUTO:
-        return Value(auto_number, auto_origin if auto_number is not None else "auto, unresolved")
+        return Value(auto_number, auto_origin)
     return Value(None, "not set")
 
 
@@ -115,9 +115,9 @@ def resolve(source: str, train: int | str | None, micro: int | str | None, grad:
     """Resolve "auto" from the spec, compute what is missing as DeepSpeed does, refuse a contradiction."""
     per_rank = spec.data.batch_size if spec.data is not None else None
     world = spec.world_size
-    t = _given(train, None, "")
-    m = _given(micro, per_rank, "auto: data.batch_size")
-    g = _given(grad, None, "")
+    t = _given(train)
+    m = _given(micro, per_rank, "auto: data.batch_size" if per_rank is not None else "auto, unresolved: the spec has no data.batch_size")
+    g = _given(grad)
     if per_rank is not None and isinstance(micro, int) and micro != per_rank:
         raise _fail(key, source, f"{MICRO_BATCH} is {micro} but the spec's data.batch_size (the per-rank batch) is {per_rank}",
                     f"set {MICRO_BATCH} to \"auto\" (or {per_rank}), or data.batch_size to {micro}")

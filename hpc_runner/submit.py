@@ -110,7 +110,8 @@ class Submission:
     def describe(self) -> str:
         """The dry run: the sbatch file (slurm), or the processes and environment (local)."""
         request = self.request
-        head = [f"# executor: {self.executor}; submitit folder: {self.folder}",
+        head = [*(f"# {line}" for line in request.summary),  # the resource and batch arithmetic, as render shows it
+                f"# executor: {self.executor}; submitit folder: {self.folder}",
                 f"# output directory: {request.output_dir}"]
         if self.executor == "slurm":
             head.append("# submitit's wrapper starts on every task: " + shlex.join(request.program))
