@@ -127,9 +127,10 @@ def rebuild(run: TrainedRun, recipe: ExportSpec) -> nn.Module:
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # saved from a DDP wrapper
     try:
         model.load_state_dict(weights)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # torch lists each missing, unexpected or mis-sized tensor on a line of its own
+        details = "; ".join(line.strip() for line in str(exc).splitlines()[1:4] if line.strip())
         raise InputError(f"the weights in {run.checkpoint} do not fit the model {recipe.model} builds: "
-                         f"{str(exc).splitlines()[0]}\n  hint: the factory must build the model the run trained, "
+                         f"{details or _first_line(exc)}\n  hint: the factory must build the model the run trained, "
                          "from the same params") from None
     return model.eval()
 

@@ -23,7 +23,7 @@ def write(tensor: torch.Tensor, path: str | Path) -> Path:
         raise InputError(f"{path}: only float32 and float64 tensors are written, not {tensor.dtype}")
     header = struct.pack(f"<qq{tensor.dim()}q", tensor.element_size(), tensor.dim(), *tensor.shape)
     path = Path(path)
-    path.write_bytes(header + tensor.numpy().astype(tensor.numpy().dtype.newbyteorder("<")).tobytes())
+    path.write_bytes(header + tensor.numpy().tobytes())  # the machines torch runs on (x86, ARM) are little-endian
     return path
 
 

@@ -1,0 +1,192 @@
+"""Taking the trained emulator to C++ inference: `hpc-run export RUN_DIR` writes an AOTInductor
+package; the C++ example, built against the torch wheel's libtorch, runs it with PyTorch's outputs
+at any batch size. And every way it can go wrong says what to do."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hpc_runner import checkpoint, cpp_example, export
+from hpc_runner.cli import cli
+from hpc_runner.demo import emulator
+from hpc_runner.run_config import RunConfig
+from hpc_runner.schema import ExportSpec, FunctionEntry
+from tests.conftest import EMULATOR, ROOT, SMALL, hpc_run
+
+BATCHES = (1, 7, 64)
+HIDDEN = 16  # SMALL's width
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo emulator trained for real (2 epochs of SMALL), as a user would: hpc-run submit."""
+    out = tmp_path_factory.mktemp("export") / "emulator"
+    result = hpc_run(["submit", EMULATOR, "--executor", "local", "--nodes", "1", "--wait",
+                      "--set", f"output_dir={out}", *SMALL])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run: Path) -> subprocess.CompletedProcess[str]:
+    """`hpc-run export` of that run (it compiles for about a minute on 2 cores)."""
+    result = hpc_run(["export", str(trained_run)], timeout=900)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def cpp_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/cpp built with the README's cmake lines, once per test session."""
+    return cpp_example.build(tmp_path_factory.mktemp("cpp-build"))
+
+
+def trained_model(run_dir: Path) -> torch.nn.Module:
+    """The emulator with the run's weights, rebuilt here by hand (not by the code under test)."""
+    model = emulator.build_model(HIDDEN, 0, torch.float32)
+    model.load_state_dict(checkpoint.load(run_dir / "checkpoint.pt")["model"])
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_export_says_what_it_wrote_and_that_it_matches_pytorch(trained_run: Path,
+                                                               exported: subprocess.CompletedProcess[str]) -> None:
+    assert f"wrote {trained_run / 'model.pt2'}" in exported.stdout
+    assert "input: one float32 tensor [batch, 8], any batch size" in exported.stdout
+    assert "checked against PyTorch at batch sizes 1, 3, 17" in exported.stdout
+    assert "compiling it with AOTInductor" in exported.stderr  # progress while it takes a while
+
+
+@pytest.mark.slow
+def test_the_cpp_example_reproduces_python_at_several_batch_sizes(trained_run: Path, exported: object,
+                                                                  cpp_program: Path) -> None:
+    model = trained_model(trained_run)
+    for batch in BATCHES:
+        x = torch.randn(batch, emulator.IN_DIM, generator=torch.Generator().manual_seed(batch))
+        from_cpp = cpp_example.infer(cpp_program, trained_run / "model.pt2", x)
+        with torch.no_grad():
+            from_python = model(x)
+        assert from_cpp.shape == (batch, emulator.OUT_DIM)
+        assert torch.allclose(from_cpp, from_python, rtol=0, atol=1e-5), (batch, (from_cpp - from_python).abs().max())
+
+
+@pytest.mark.slow
+def test_the_cpp_example_times_the_package(trained_run: Path, exported: object, cpp_program: Path) -> None:
+    seconds = cpp_example.seconds_per_call(cpp_program, trained_run / "model.pt2", torch.ones(1, emulator.IN_DIM),
+                                           iterations=10, threads=1)
+    assert 0 < seconds < 1
+
+
+def test_the_exported_program_keeps_the_batch_dimension_dynamic() -> None:
+    recipe = ExportSpec(model="tests.fixtures.export_models:small_mlp", input_shape=(3,))
+    program = export.capture(torch.nn.Linear(3, 2), recipe)
+    batch = program.graph_module.graph.find_nodes(op="placeholder")[-1].meta["val"].shape[0]
+    assert isinstance(batch, torch.SymInt)  # an example batch of 1 would have made it the constant 1
+    assert program.module()(torch.ones(5, 3)).shape == (5, 2)
+
+
+# --- a model of your own: the spec's export section names its factory ---------------------------
+
+def recorded_run(folder: Path, function: str, params: dict[str, object], weights: dict | None = None) -> Path:
+    """A run directory as the entrypoint records it (run.json) with, optionally, a checkpoint."""
+    config = RunConfig(mode="gloo", entry=FunctionEntry(function, params), output_dir=str(folder), init_timeout_s=300,
+                       data=None, max_restarts=0, collective_timeout_s=1800, resume="auto", requeue_handler="auto")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"config": dataclasses.asdict(config), "world_size": 1}))
+    if weights is not None:
+        checkpoint.save_atomic({"model": weights, "epoch": 1}, folder / "checkpoint.pt")
+    return folder
+
+
+def spec_file(folder: Path, function: str, export_section: str | None) -> str:
+    path = folder / "job.yaml"
+    path.write_text(f"name: mine\nentrypoint:\n  function: {function}\n  params: {{width: 6, lr: 0.1}}\n"
+                    + (f"export: {export_section}\n" if export_section else ""))
+    return str(path)
+
+
+def test_a_spec_factory_rebuilds_the_trained_model_with_its_params(tmp_path: Path) -> None:
+    from tests.fixtures.export_models import small_mlp
+
+    trained = small_mlp(width=6)
+    run = export.read_run(recorded_run(tmp_path / "run", "mine.train:main", {"width": 6, "lr": 0.1}, trained.state_dict()))
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [3]}")
+    rebuilt = export.rebuild(run, export.recipe_for(run, spec))
+    x = torch.randn(4, 3)
+    assert torch.equal(rebuilt(x), trained(x))  # width 6 from the run's params, lr left out, weights loaded
+
+
+# --- what goes wrong says what to do -------------------------------------------------------------
+
+def run_export(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["export", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def test_a_missing_run_directory_is_named(tmp_path: Path) -> None:
+    code, output = run_export(str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in output and "output_dir of a finished training run" in output
+
+
+def test_a_folder_that_is_no_run_is_named(tmp_path: Path) -> None:
+    code, output = run_export(str(tmp_path))
+    assert code == 2 and "has no run.json" in output
+
+
+def test_a_run_without_checkpoint_says_to_finish_an_epoch(tmp_path: Path) -> None:
+    code, output = run_export(str(recorded_run(tmp_path / "run", "hpc_runner.demo.emulator:train", {})))
+    assert code == 2 and "has no checkpoint" in output and "finish an epoch" in output
+
+
+def test_a_model_without_factory_asks_for_the_export_section(tmp_path: Path) -> None:
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, {})
+    code, output = run_export(str(run))
+    assert code == 2 and "does not know how to rebuild its model" in output
+    assert "export: {model: 'package.module:make_model', input_shape: [8]}" in output and "--spec" in output
+    code, output = run_export(str(run), "--spec", spec_file(tmp_path, "mine.train:main", None))
+    assert code == 2 and "no 'export' section" in output
+
+
+def test_the_spec_of_another_run_is_refused(tmp_path: Path) -> None:
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, {})
+    spec = spec_file(tmp_path, "other.train:main", "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [3]}")
+    code, output = run_export(str(run), "--spec", spec)
+    assert code == 2 and "runs other.train:main, but" in output
+
+
+def test_weights_that_do_not_fit_the_factory_are_named(tmp_path: Path) -> None:
+    from tests.fixtures.export_models import small_mlp
+
+    run = recorded_run(tmp_path / "run", "mine.train:main", {"width": 5}, small_mlp(width=6).state_dict())
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [3]}")
+    code, output = run_export(str(run), "--spec", spec)
+    assert code == 2 and "do not fit the model" in output and "size mismatch" in output
+
+
+def test_a_model_torch_export_cannot_capture_says_why(tmp_path: Path) -> None:
+    from tests.fixtures.export_models import data_dependent
+
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, data_dependent().state_dict())
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:data_dependent', input_shape: [3]}")
+    code, output = run_export(str(run), "--spec", spec)
+    assert code == 1 and "torch.export could not capture the model" in output and "data-dependent" in output
+
+
+def test_a_missing_compiler_is_named_before_compiling(tmp_path: Path) -> None:
+    from tests.fixtures.export_models import small_mlp
+
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, small_mlp().state_dict())
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [3]}")
+    result = hpc_run(["export", str(run), "--spec", spec], env={**os.environ, "CXX": "no-such-c++", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1 and "needs no-such-c++, which is not on PATH" in result.stderr
+    assert "apt-get install g++" in result.stderr and "Traceback" not in result.stderr
+    assert not (run / "model.pt2").exists()
