@@ -10,6 +10,9 @@ if [ "$(id -u)" -eq 0 ]; then
   if ! command -v shellcheck >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
   fi
+  if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then  # hpc-run export and examples/cpp
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake >/dev/null
+  fi
   started=0
   if [ "${HPC_TESTBED:-1}" != 0 ]; then
     bash scripts/testbed.sh up && started=1
