@@ -296,6 +296,10 @@ def main() -> None:
         if not only or name in only:
             log(f"--- {name}")
             step()
+    if "inference" in only:  # opt-in (it compiles for a minute or two): make bench ARGS=inference
+        import inference  # benchmarks/inference.py: eager vs torch.compile vs the C++ package
+
+        inference.main([])
     write_report(bench_scale())
 
 
