@@ -30,13 +30,17 @@ def node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
-def meet(env: DistEnv, timeout_s: int) -> dist.Store:
-    """Every rank of ``env``'s job arrives, or a LaunchError says who did not (rank 0) or that rank 0 did."""
-    where = f"{env.master_addr}:{env.master_port}"
-    store = _connect(env, timeout_s, where)
-    _claim_or_check_owner(store, env.rank == 0, env, where)
+def meet(env: DistEnv, timeout_s: int, host: str | None = None) -> dist.Store:
+    """Every rank of ``env``'s job arrives, or a LaunchError says who did not (rank 0) or that rank 0 did.
+
+    Returns the job step's store (keys under its own prefix), ready for ``init_process_group``.
+    ``host`` is the name this rank reports for the roster (default: SLURMD_NODENAME, else the host name).
+    """
+    where, host = f"{env.master_addr}:{env.master_port}", host or node_name()
+    store = _connect(env, timeout_s, where, host)
+    _claim_or_check_owner(store, env, where, host)
     store = dist.PrefixStore(f"hpc_runner/{env.job_key}", store)  # torch's own keys too
-    store.append("roster", f"{env.rank}:{node_name()};")
+    store.append("roster", f"{env.rank}:{host};")
     if store.add("arrived", 1) == env.world_size:
         store.set("released", "1")  # the last arrival releases everyone
     try:
@@ -45,12 +49,12 @@ def meet(env: DistEnv, timeout_s: int) -> dist.Store:
         if env.rank == 0:
             raise missing_ranks(store.get("roster").decode(), env, timeout_s) from None
         raise LaunchError(
-            f"rank {env.rank} on {node_name()}: rank 0 at {where} did not see all {env.world_size} "
+            f"rank {env.rank} on {host}: rank 0 at {where} did not see all {env.world_size} "
             f"ranks within {timeout_s}s; rank 0's log names the missing ones") from None
     return store
 
 
-def _connect(env: DistEnv, timeout_s: int, where: str) -> dist.TCPStore:
+def _connect(env: DistEnv, timeout_s: int, where: str, host: str) -> dist.TCPStore:
     try:
         # Under torchrun the agent may already host the store on MASTER_PORT: then rank 0 is a client too.
         hosts_store = env.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
@@ -60,26 +64,26 @@ def _connect(env: DistEnv, timeout_s: int, where: str) -> dist.TCPStore:
         text = str(exc)
         if env.rank == 0 and ("address already in use" in text.lower() or "EADDRINUSE" in text):
             raise LaunchError(
-                f"rank 0 on {node_name()} cannot listen on {where}: the port is already in use "
+                f"rank 0 on {host} cannot listen on {where}: the port is already in use "
                 "(another job or program on this node).\n  hint: set MASTER_PORT to a free port; "
                 "hpc_runner derives it from the job and step id, so this is usually a program outside SLURM"
             ) from None
         raise LaunchError(
-            f"rank {env.rank} on {node_name()} could not reach rank 0's store at {where} within "
+            f"rank {env.rank} on {host} could not reach rank 0's store at {where} within "
             f"{timeout_s}s: {text.splitlines()[0] if text else type(exc).__name__}\n"
             "  hint: check that rank 0's node started (squeue/sacct), that the address is reachable from "
             "every node (firewall, GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME) and that all ranks came from one srun"
         ) from None
 
 
-def _claim_or_check_owner(store: dist.Store, owner: bool, env: DistEnv, where: str) -> None:
-    if owner:
+def _claim_or_check_owner(store: dist.Store, env: DistEnv, where: str, host: str) -> None:
+    if env.rank == 0:
         store.set(OWNER_KEY, env.job_key)
         return
     found = store.get(OWNER_KEY).decode()
     if found != env.job_key:
         raise LaunchError(
-            f"rank {env.rank} on {node_name()} reached the store at {where}, but it belongs to {found}, not to "
+            f"rank {env.rank} on {host} reached the store at {where}, but it belongs to {found}, not to "
             f"this job ({env.job_key}): another job's rank 0 listens on that port.\n  hint: two jobs were given the "
             "same MASTER_PORT; leave MASTER_PORT unset so each job step derives its own, or pick a free one")
 
