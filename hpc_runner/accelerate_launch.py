@@ -95,13 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     from . import environment
     from .errors import HpcRunnerError
     from .hosts import resolve_address
+    from .interfaces import route_source
 
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     parser.add_argument("--join-timeout", type=int, required=True)
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         env = environment.from_environ(os.environ, resolve_address)
-        local_addr = resolve_address(env.hosts[env.node_rank]) if env.source == "slurm" else env.master_addr
+        # This node's address as the other nodes reach it: the source of its route to the main process
+        # (no name lookup, which on clusters whose names do not resolve waits for DNS to time out).
+        local_addr = route_source(env.master_addr, env.master_port) or resolve_address(env.hosts[env.node_rank])
     except HpcRunnerError as exc:
         print(f"hpc_runner error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
