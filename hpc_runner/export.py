@@ -83,14 +83,17 @@ def read_run(run_dir: Path) -> TrainedRun:
     if not record.is_file():
         raise InputError(f"{run_dir} is not a run directory: it has no run.json\n  hint: hpc_runner writes run.json "
                          "when training starts; pass the output_dir of a run started by hpc-run")
-    config = json.loads(record.read_text())["config"]
-    entry = config["entry"]
+    try:
+        entry = json.loads(record.read_text())["config"]["entry"]
+        target, params = entry.get("target") or entry["path"], dict(entry.get("params") or {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{record} does not say which entry trained the run\n  hint: it is damaged or was not "
+                         "written by hpc_runner; pass the output_dir of a run started by hpc-run") from None
     weights = run_dir / checkpoint.CHECKPOINT_NAME
     if not weights.is_file():
         raise InputError(f"{run_dir} has no checkpoint ({checkpoint.CHECKPOINT_NAME})\n  hint: the run saves one at "
                          "the end of every epoch; let it finish an epoch (or resume it), then export")
-    return TrainedRun(run_dir=run_dir, entry=entry.get("target") or entry["path"],
-                      params=dict(entry.get("params") or {}), checkpoint=weights)
+    return TrainedRun(run_dir=run_dir, entry=target, params=params, checkpoint=weights)
 
 
 def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
@@ -147,10 +150,14 @@ def _import_factory(target: str) -> Callable[..., Any]:
 
 def _call_factory(factory: Callable[..., Any], params: dict[str, Any]) -> Any:
     """Call the factory with the entry's params it names (all of them where it takes ``**kwargs``)."""
-    accepted = inspect.signature(factory).parameters.values()
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted):
-        names = {p.name for p in accepted}
-        params = {k: v for k, v in params.items() if k in names}
+    signature = inspect.signature(factory)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        params = {k: v for k, v in params.items() if k in signature.parameters}
+    try:
+        signature.bind(**params)
+    except TypeError as exc:
+        raise InputError(f"the model factory {factory.__module__}:{factory.__qualname__} cannot be called with the "
+                         f"run's params {sorted(params)}: {exc}\n  hint: give its other arguments defaults") from None
     return factory(**params)
 
 

@@ -200,3 +200,16 @@ def test_a_missing_compiler_is_named_before_compiling(tmp_path: Path) -> None:
     assert result.returncode == 1 and "needs no-such-c++, which is not on PATH" in result.stderr
     assert "apt-get install g++" in result.stderr and "Traceback" not in result.stderr
     assert not (run / "model.pt2").exists()
+
+
+def test_a_damaged_run_record_is_named(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text("{not json")
+    code, output = run_export(str(tmp_path))
+    assert code == 2 and "does not say which entry trained the run" in output
+
+
+def test_a_factory_that_needs_more_than_the_run_recorded_is_named(tmp_path: Path) -> None:
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, {})
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:needs_depth', input_shape: [3]}")
+    code, output = run_export(str(run), "--spec", spec)
+    assert code == 2 and "cannot be called with the run's params" in output and "'depth'" in output
