@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,plot,test-lightning]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[dev,plot,test-lightning,accelerate]' --config-settings editable_mode=compat
 	$(PY) -m compileall -q hpc_runner
 	touch $(STAMP)
 
