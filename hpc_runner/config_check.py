@@ -122,12 +122,13 @@ def resolve(source: str, train: int | str | None, micro: int | str | None, grad:
         raise _fail(key, source, f"{MICRO_BATCH} is {micro} but the spec's data.batch_size (the per-rank batch) is {per_rank}",
                     f"set {MICRO_BATCH} to \"auto\" (or {per_rank}), or data.batch_size to {micro}")
     t, m, g = _complete(key, source, t, m, g, world)
-    arithmetic = BatchArithmetic(source, t, m, g, world, f"{spec.nodes} node(s) x {spec.ntasks_per_node} task(s)")
-    if None not in (t.number, m.number, g.number) and t.number != m.number * g.number * world:  # type: ignore[operator]
-        raise _fail(key, source, f"{TRAIN_BATCH} {t.number} != {MICRO_BATCH} {m.number} x {GRAD_ACCUM} {g.number} x "
-                    f"world size {world} (= {m.number * g.number * world}); the file was written for another world size",  # type: ignore[operator]
-                    _fix_hint(m.number, g.number, world))  # type: ignore[arg-type]
-    return arithmetic
+    if t.number is not None and m.number is not None and g.number is not None:
+        product = m.number * g.number * world
+        if t.number != product:
+            raise _fail(key, source, f"{TRAIN_BATCH} {t.number} != {MICRO_BATCH} {m.number} x {GRAD_ACCUM} {g.number} x "
+                        f"world size {world} (= {product}); the file was written for another world size",
+                        _fix_hint(m.number, g.number, world))
+    return BatchArithmetic(source, t, m, g, world, f"{spec.nodes} node(s) x {spec.ntasks_per_node} task(s)")
 
 
 def _complete(key: str, source: str, t: Value, m: Value, g: Value, world: int) -> tuple[Value, Value, Value]:
@@ -139,15 +140,15 @@ def _complete(key: str, source: str, t: Value, m: Value, g: Value, world: int) -
                         f"{world} (= {m.number * world}), so no whole {GRAD_ACCUM} fits", _fix_hint(m.number, 1, world))
         return t, m, Value(steps, "computed")
     if t.number is not None and m.number is None:
-        steps = g.number or 1
+        steps = g.number if g.number is not None else 1
         micro, rest = divmod(t.number, steps * world)
         if micro < 1 or rest:
             raise _fail(key, source, f"{TRAIN_BATCH} {t.number} does not divide into {GRAD_ACCUM} {steps} x world size {world} "
                         f"(= {steps * world}) whole micro-batches", f"make {TRAIN_BATCH} a multiple of {steps * world}, or \"auto\"")
         return t, Value(micro, "computed"), g if g.number is not None else Value(1, "default")
     if t.number is None and m.number is not None:
-        g = g if g.number is not None else Value(1, "default")
-        return Value(m.number * g.number * world, "computed"), m, g  # type: ignore[operator]
+        steps = g.number if g.number is not None else 1
+        return Value(m.number * steps * world, "computed"), m, g if g.number is not None else Value(1, "default")
     return t, m, g
 
 
@@ -177,7 +178,7 @@ def accelerate(spec: JobSpec, path: str) -> AccelerateFile:
         raise _fail(key, path, f"deepspeed_config is {type(section).__name__}, expected a mapping", "fix the file")
     found = AccelerateFile(source=path, num_processes=_count(path, raw, "num_processes"), num_machines=_count(path, raw, "num_machines"),
                            has_deepspeed="deepspeed_config" in raw, grad_accum=_batch_number(key, path, section, GRAD_ACCUM),
-                           deepspeed_file=section.get("deepspeed_config_file"))
+                           deepspeed_file=_text(path, section, "deepspeed_config_file"))
     for name, number, wanted, words in (("num_processes", found.num_processes, spec.world_size, "the world size (nodes x ntasks_per_node)"),
                                         ("num_machines", found.num_machines, spec.nodes, "nodes")):
         if number is not None and number != wanted:
@@ -186,6 +187,13 @@ def accelerate(spec: JobSpec, path: str) -> AccelerateFile:
                         f"set {name}: {wanted} in the file (or remove it: hpc_runner passes the spec's counts to accelerate launch), "
                         "or change the spec's nodes / ntasks_per_node")
     return found
+
+
+def _text(path: str, raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _fail("accelerate_config", path, f"deepspeed_config.{name} is {value!r}; expected a path", f"fix {name} in the file")
+    return value
 
 
 def _count(path: str, raw: dict[str, Any], name: str) -> int | None:
@@ -200,20 +208,18 @@ def _count(path: str, raw: dict[str, Any], name: str) -> int | None:
 def check(spec: JobSpec, cwd: str) -> list[str]:
     """The dry run's lines for every config the spec points at (paths against ``cwd``); SpecError on a contradiction."""
     lines: list[str] = []
-    grad: int | str | None = None
-    ds_path = _path(cwd, spec.deepspeed_config)
-    if spec.accelerate_config is not None:
-        found = accelerate(spec, _path(cwd, spec.accelerate_config) or "")
+    found = None if spec.accelerate_config is None else accelerate(spec, _path(cwd, spec.accelerate_config))
+    if found is not None:
         lines.append(found.line())
-        grad = found.grad_accum
-        ds_path = ds_path or _path(cwd, found.deepspeed_file)
-        if ds_path is None and found.has_deepspeed:  # accelerate takes the micro-batch from the prepared dataloader
-            lines.append(resolve(found.source, None, AUTO, found.grad_accum, spec, "accelerate_config").line())
-    if ds_path is not None:
-        key = "deepspeed_config" if spec.deepspeed_config is not None else "accelerate_config"
-        lines.append(deepspeed(spec, ds_path, grad, key).line())
+    grad = found.grad_accum if found is not None else None
+    if spec.deepspeed_config is not None:
+        lines.append(deepspeed(spec, _path(cwd, spec.deepspeed_config), grad).line())
+    elif found is not None and found.deepspeed_file is not None:
+        lines.append(deepspeed(spec, _path(cwd, found.deepspeed_file), grad, "accelerate_config").line())
+    elif found is not None and found.has_deepspeed:  # accelerate takes the micro-batch from the prepared dataloader
+        lines.append(resolve(found.source, None, AUTO, grad, spec, "accelerate_config").line())
     return lines
 
 
-def _path(cwd: str, path: str | None) -> str | None:
-    return None if path is None else os.path.normpath(os.path.join(cwd, os.path.expanduser(path)))
+def _path(cwd: str, path: str) -> str:
+    return os.path.normpath(os.path.join(cwd, os.path.expanduser(path)))

@@ -119,6 +119,12 @@ def test_an_accelerate_deepspeed_section_is_checked_with_its_own_file_and_accumu
                         "(auto: data.batch_size) x gradient_accumulation_steps 2 (from the file) x world size 4 (2 node(s) x 2 task(s))")
 
 
+def test_accumulation_given_differently_in_both_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "zero.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 4}))
+    with pytest.raises(SpecError, match="gradient_accumulation_steps is 4 here but 2 in the accelerate config"):
+        checked(tmp_path, accelerate="deepspeed_config:\n  deepspeed_config_file: zero.json\n  gradient_accumulation_steps: 2\n")
+
+
 def test_an_accelerate_deepspeed_section_without_a_file_takes_the_micro_batch_from_the_spec(tmp_path: Path) -> None:
     lines = checked(tmp_path, accelerate="deepspeed_config:\n  gradient_accumulation_steps: 4\n  zero_stage: 2\n")
     assert "train_batch_size 128 (computed) = train_micro_batch_size_per_gpu 8 (auto: data.batch_size)" in lines[1]
