@@ -25,12 +25,14 @@ else
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 # Two runs side by side: the end-to-end tests mostly wait on SLURM, the others mostly compute.
-# The testbed's tests stay in one run, one job at a time as they were written.
+# The testbed's tests run in two workers (pytest-xdist, whole files to one worker): two jobs at a
+# time on the 4 nodes, most of them on 2; a job that needs all 4 waits in SLURM's queue.
 LOGS=$(mktemp -d)
 "$PY" -m pytest -q -rs -m "not slurm" -p no:cacheprovider "$@" > "$LOGS/local.log" 2>&1 &
 local_pid=$!
 e2e_rc=0
-"$PY" -m pytest -q -rs -m slurm -p no:cacheprovider "$@" || e2e_rc=$?
+"$PY" -m pytest -q -rs -m slurm -p no:cacheprovider -n "${HPC_E2E_WORKERS:-2}" --dist loadfile --durations=15 "$@" \
+  || e2e_rc=$?
 local_rc=0
 wait "$local_pid" || local_rc=$?
 echo "[tests] the tests that need no testbed (run alongside):"

@@ -107,7 +107,9 @@ def testbed_up() -> bool:
     if shutil.which("sinfo") is None:
         return False
     try:
-        out = subprocess.run(["sinfo", "-h", "-t", "idle", "-o", "%D"], capture_output=True, text=True, timeout=10)
+        # Nodes up, whether idle or running another test's job (make test runs two at once).
+        out = subprocess.run(["sinfo", "-h", "-t", "idle,alloc,mix", "-o", "%D"], capture_output=True, text=True,
+                             timeout=10)
     except subprocess.TimeoutExpired:
         return False
     return out.returncode == 0 and out.stdout.strip() != ""
