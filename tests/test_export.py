@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hpc_runner import checkpoint, cpp_example, export
+from hpc_runner import checkpoint, cpp_example, export, tensor_file
 from hpc_runner.cli import cli
 from hpc_runner.demo import emulator
 from hpc_runner.run_config import RunConfig
@@ -93,6 +93,16 @@ def test_the_cpp_example_times_the_package(trained_run: Path, exported: object, 
     seconds = cpp_example.seconds_per_call(cpp_program, trained_run / "model.pt2", torch.ones(1, emulator.IN_DIM),
                                            iterations=10, threads=1)
     assert 0 < seconds < 1
+
+
+@pytest.mark.slow
+def test_the_cpp_example_names_a_wrong_input_without_a_stack(trained_run: Path, exported: object, cpp_program: Path,
+                                                              tmp_path: Path) -> None:
+    wrong = tensor_file.write(torch.ones(2, 3), tmp_path / "x.tensor")
+    result = subprocess.run([str(cpp_program), str(trained_run / "model.pt2"), str(wrong), str(tmp_path / "y.tensor")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "aoti_infer: mat1 and mat2 shapes cannot be multiplied" in result.stderr
+    assert "Exception raised from" not in result.stderr
 
 
 def test_the_exported_program_keeps_the_batch_dimension_dynamic() -> None:

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   if (args.size() != 3 && !(args.size() == 4 && args[2] == "--bench")) return usage();
   try {
     torch::NoGradGuard no_grad;
+    if (!std::ifstream(args[0])) throw std::runtime_error("cannot open " + args[0] + " (write one: hpc-run export RUN_DIR)");
     torch::inductor::AOTIModelPackageLoader model(args[0]);  // the package hpc-run export wrote
     std::vector<torch::Tensor> inputs{read_tensor(args[1])};
     if (args[2] == "--bench") {
@@ -85,8 +86,9 @@ int main(int argc, char** argv) {
     }
     write_tensor(model.run(inputs).at(0), args[2]);
     return 0;
-  } catch (const std::exception& error) {
-    std::cerr << "aoti_infer: " << error.what() << "\n";
+  } catch (const std::exception& error) {  // LibTorch's messages end in a C++ stack: print the message alone
+    std::string message = error.what();
+    std::cerr << "aoti_infer: " << message.substr(0, message.find("\nException raised from")) << "\n";
     return 1;
   }
 }
