@@ -206,7 +206,11 @@ def _count(path: str, raw: dict[str, Any], name: str) -> int | None:
 
 
 def check(spec: JobSpec, cwd: str) -> list[str]:
-    """The dry run's lines for every config the spec points at (paths against ``cwd``); SpecError on a contradiction."""
+    """The dry run's lines for every config the spec points at; SpecError on a contradiction.
+
+    Relative paths are taken against ``cwd``, where the job starts: the spec's own paths (the request
+    makes them absolute first) and a ``deepspeed_config_file`` inside an accelerate config alike.
+    """
     lines: list[str] = []
     found = None if spec.accelerate_config is None else accelerate(spec, _path(cwd, spec.accelerate_config))
     if found is not None:

@@ -94,9 +94,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
     here = cwd or os.getcwd()
     output_dir = os.path.abspath(os.path.join(here, os.path.expanduser(spec.run_dir)))
     interpreter = spec.python or python or sys.executable
-    if isinstance(spec.entrypoint, ScriptEntry):  # found where it was submitted, whatever the job's cwd
-        script = os.path.abspath(os.path.join(here, os.path.expanduser(spec.entrypoint.path)))
-        spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=script))
+    spec = _absolute_paths(spec, here)
     config = RunConfig.from_spec(spec, output_dir)
     tasks_per_node = 1 if spec.launcher in PER_NODE_LAUNCHERS else spec.ntasks_per_node
     config_lines = config_check.check(spec, here)
@@ -108,7 +106,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
         # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
         srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--ntasks-per-node={tasks_per_node}",
               f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node // tasks_per_node}"),
-        program=_program(spec, interpreter, config, here), python=interpreter, output_dir=output_dir,
+        program=_program(spec, interpreter, config), python=interpreter, output_dir=output_dir,
         launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
         time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
@@ -193,11 +191,21 @@ def _before_launch(spec: JobSpec, python: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _program(spec: JobSpec, python: str, config: RunConfig, cwd: str) -> tuple[str, ...]:
+def _absolute_paths(spec: JobSpec, here: str) -> JobSpec:
+    """The spec's files found where it was submitted, whatever the job's working directory."""
+    def absolute(path: str) -> str:
+        return os.path.abspath(os.path.join(here, os.path.expanduser(path)))
+
+    if isinstance(spec.entrypoint, ScriptEntry):
+        spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=absolute(spec.entrypoint.path)))
+    return dataclasses.replace(spec, **{key: absolute(path) for key in ("accelerate_config", "deepspeed_config")
+                                        if (path := getattr(spec, key)) is not None})
+
+
+def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:
     entry_argv = config.to_argv()
     if spec.launcher == "accelerate":
-        config_file = None if spec.accelerate_config is None else os.path.abspath(os.path.join(cwd, os.path.expanduser(spec.accelerate_config)))
-        return accelerate_launch.program(python, spec.nodes, spec.world_size, spec.init_timeout_s, config_file, entry_argv)
+        return accelerate_launch.program(python, spec.nodes, spec.world_size, spec.init_timeout_s, spec.accelerate_config, entry_argv)
     if spec.launcher == "torchrun":
         return (python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--", *entry_argv)
     return (python, "-u", "-m", ENTRYPOINT_MODULE, *entry_argv)
