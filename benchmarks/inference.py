@@ -97,8 +97,10 @@ def table(timings: list[Timing], hidden: int, threads: int, rounds: int) -> list
     return lines
 
 
-def main(argv: list[str] | None = None) -> list[str]:
-    """Export the shipped emulator's model, build the C++ example, time the three paths, print the table."""
+def main(argv: list[str] | None = None) -> list[Timing]:
+    """Export the shipped emulator's model, build the C++ example, time the three paths, print the table.
+
+    Returns the timings (eager first) so that bench.py can record ratios in BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every path (default 1)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -112,14 +114,14 @@ def main(argv: list[str] | None = None) -> list[str]:
         export.compile_package(export.capture(model, emulator_export.EXPORT), package, log)
         log("building examples/cpp")
         program = cpp_example.build(ROOT / "examples" / "cpp" / "build")
-        lines = table(measure(model, package, program, args.threads, args.rounds), params["hidden"], args.threads,
-                      args.rounds)
+        timings = measure(model, package, program, args.threads, args.rounds)
+    lines = table(timings, params["hidden"], args.threads, args.rounds)
     out = ROOT / "bench-out" / "inference.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     log(f"wrote {out}")
-    return lines
+    return timings
 
 
 if __name__ == "__main__":
