@@ -27,53 +27,59 @@ if TYPE_CHECKING:
 ACCELERATE_LAUNCH = ("-m", "accelerate.commands.launch")
 MODULE = "hpc_runner.accelerate_launch"
 # Printed above the srun line: the single-quoted line is bash's on each node, where its variables expand.
-NOTES = ("# accelerate launch, once per node: machine rank, main process address and port come from this node's step",
+NOTES = ("# accelerate launch, once per node; the node's values (machine rank = SLURM_NODEID, process and machine",
+         "# counts from the allocation, main process address and port) come from hpc_runner.accelerate_launch on the node",
          "# shellcheck disable=SC2016")
+# The words bash reads from this module, in order; each becomes the accelerate option of the same name.
+WORDS = ("machine_rank", "num_machines", "num_processes", "main_process_ip", "main_process_port", "local_addr", "rdzv_conf")
 
 
-def node_script(init_timeout_s: int) -> str:
+def node_script(nproc_per_node: int, init_timeout_s: int) -> str:
     """The bash line each node runs: read the node's values from this module, then exec accelerate launch.
 
     ``$0`` is the interpreter; ``"$@"`` holds the job's fixed accelerate options and the program, each an
     argument of its own (quoted once, by shlex, in the request), so nothing of the spec is in this text.
-    The launcher ignores the warning signal SLURM sends before the time limit (its default action would
-    kill it); each rank installs its own handler.
+    The counts come from the allocation, as srun's do, so ``sbatch --nodes 3`` on a script rendered for 2
+    runs on 3. The launcher ignores the warning signal SLURM sends before the time limit (its default
+    action would kill it); each rank installs its own handler.
     """
+    options = " ".join(f'--{word}="${word}"' for word in WORDS if word != "local_addr")
     return ('trap "" USR1 USR2; '
-            f'read -r machine_rank main_ip main_port local_addr rdzv_conf < <("$0" -m {MODULE} --join-timeout={init_timeout_s:d}) '
-            '|| exit 1; '
-            f'PET_LOCAL_ADDR="$local_addr" exec "$0" {" ".join(ACCELERATE_LAUNCH)} --machine_rank="$machine_rank" '
-            '--main_process_ip="$main_ip" --main_process_port="$main_port" --rdzv_conf="$rdzv_conf" "$@"')
+            f'read -r {" ".join(WORDS)} < <("$0" -m {MODULE} --nproc-per-node={nproc_per_node:d} '
+            f'--join-timeout={init_timeout_s:d}) || exit 1; '
+            f'PET_LOCAL_ADDR="$local_addr" exec "$0" {" ".join(ACCELERATE_LAUNCH)} {options} "$@"')
 
 
-def program(python: str, nodes: int, world_size: int, init_timeout_s: int, config_file: str | None,
+def program(python: str, nproc_per_node: int, init_timeout_s: int, config_file: str | None,
             entry_argv: list[str]) -> tuple[str, ...]:
     """What srun starts on each node: the node's bash line, the interpreter, then accelerate's fixed options."""
-    options = ["--multi_gpu", f"--num_processes={world_size}", f"--num_machines={nodes}", "--rdzv_backend=c10d",
-               "--max_restarts=0"]
+    options = ["--multi_gpu", "--rdzv_backend=c10d", "--max_restarts=0"]
     options += [f"--config_file={config_file}"] if config_file else ["--mixed_precision=no", "--dynamo_backend=no"]
-    return ("bash", "-c", node_script(init_timeout_s), python, *options, "--module", "hpc_runner.entrypoint", *entry_argv)
+    return ("bash", "-c", node_script(nproc_per_node, init_timeout_s), python, *options,
+            "--module", "hpc_runner.entrypoint", *entry_argv)
 
 
 @dataclass(frozen=True)
 class NodeValues:
-    """What one node's ``accelerate launch`` needs that only the node knows."""
+    """What one node's ``accelerate launch`` needs that only the node knows (the fields of WORDS, in order)."""
 
     machine_rank: int
-    main_ip: str
-    main_port: int
+    num_machines: int
+    num_processes: int
+    main_process_ip: str
+    main_process_port: int
     local_addr: str  # torch's agent tells the ranks to reach its store here (its own guess, the host name, may not resolve)
     rdzv_conf: str
 
     def words(self) -> str:
-        """One line of five words for bash's ``read`` (none of them may be empty or hold white space)."""
-        fields = (str(self.machine_rank), self.main_ip, str(self.main_port), self.local_addr, self.rdzv_conf)
+        """One line for bash's ``read`` (no word may be empty or hold white space)."""
+        fields = [str(getattr(self, word)) for word in WORDS]
         if any(not f or any(c.isspace() for c in f) for f in fields):
             raise ValueError(f"a node value is empty or holds white space: {fields}")
         return " ".join(fields)
 
 
-def node_values(env: DistEnv, local_addr: str, join_timeout_s: int) -> NodeValues:
+def node_values(env: DistEnv, nproc_per_node: int, local_addr: str, join_timeout_s: int) -> NodeValues:
     """This node's values from its DistEnv (one task per node); pure, tested with tables.
 
     The first node hosts the rendezvous store unless the address was set explicitly: torch's own guess
@@ -83,12 +89,13 @@ def node_values(env: DistEnv, local_addr: str, join_timeout_s: int) -> NodeValue
     conf = [f"join_timeout={join_timeout_s}"]
     if not env.addr_rule.startswith("MASTER_ADDR"):
         conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
-    return NodeValues(machine_rank=env.node_rank, main_ip=env.master_addr, main_port=env.master_port,
+    return NodeValues(machine_rank=env.node_rank, num_machines=env.num_nodes, num_processes=env.num_nodes * nproc_per_node,
+                      main_process_ip=env.master_addr, main_process_port=env.master_port,
                       local_addr=local_addr, rdzv_conf=",".join(conf))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hpc_runner.accelerate_launch --join-timeout=S``: print this node's values for the bash line."""
+    """``python -m hpc_runner.accelerate_launch --nproc-per-node=N --join-timeout=S``: this node's values for bash."""
     import argparse
     import os
 
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from .interfaces import route_source
 
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    parser.add_argument("--nproc-per-node", type=int, required=True)
     parser.add_argument("--join-timeout", type=int, required=True)
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print("hpc_runner error: the accelerate launcher wants one task per node "
               f"(found {env.local_world_size} on this node); render the script with hpc-run render", file=sys.stderr)
         return 2
-    values = node_values(env, local_addr, ns.join_timeout)
+    values = node_values(env, ns.nproc_per_node, local_addr, ns.join_timeout)
     print(f"hpc_runner: node {env.node_rank}/{env.num_nodes} -> accelerate launch, rendezvous at "
           f"{env.master_addr}:{env.master_port} ({env.port_rule})", file=sys.stderr, flush=True)
     print(values.words(), flush=True)

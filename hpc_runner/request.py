@@ -205,7 +205,7 @@ def _absolute_paths(spec: JobSpec, here: str) -> JobSpec:
 def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:
     entry_argv = config.to_argv()
     if spec.launcher == "accelerate":
-        return accelerate_launch.program(python, spec.nodes, spec.world_size, spec.init_timeout_s, spec.accelerate_config, entry_argv)
+        return accelerate_launch.program(python, spec.ntasks_per_node, spec.init_timeout_s, spec.accelerate_config, entry_argv)
     if spec.launcher == "torchrun":
         return (python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--", *entry_argv)
     return (python, "-u", "-m", ENTRYPOINT_MODULE, *entry_argv)

@@ -37,14 +37,14 @@ def test_gloo_jobs_tell_accelerate_they_run_on_cpus(mode: str, extra: dict, expe
     assert [key for key, _ in env].count("ACCELERATE_USE_CPU") <= 1
 
 
-def test_the_accelerate_launcher_starts_one_task_per_node_with_the_total_process_count() -> None:
+def test_the_accelerate_launcher_starts_one_task_per_node_which_starts_the_nodes_ranks() -> None:
     req = job(nodes=3, ntasks_per_node=4, cpus_per_task=2)
     assert (req.tasks_per_node, req.ranks_per_node, req.world_size) == (1, 4, 12)
     assert "--ntasks-per-node=1" in req.srun and "--cpus-per-task=8" in req.srun  # the node's cores, for its 4 ranks
     assert "unset SLURM_NTASKS SLURM_NPROCS" in req.before_launch
+    assert "--nproc-per-node=4" in req.program[2]  # the helper counts processes: 4 x the nodes of the allocation
     options = req.program[req.program.index(sys.executable) + 1:req.program.index("--module")]
-    assert options == ("--multi_gpu", "--num_processes=12", "--num_machines=3", "--rdzv_backend=c10d", "--max_restarts=0",
-                       "--mixed_precision=no", "--dynamo_backend=no")
+    assert options == ("--multi_gpu", "--rdzv_backend=c10d", "--max_restarts=0", "--mixed_precision=no", "--dynamo_backend=no")
     assert req.program[req.program.index("--module") + 1] == "hpc_runner.entrypoint"
 
 
@@ -107,16 +107,17 @@ def test_each_node_runs_accelerate_launch_with_its_own_values_and_the_spec_intac
     req = request.build(spec.from_mapping({**BASE, "accelerate_config": f"acc {value}.yaml", "output_dir": f"out/{value}",
                                            "entrypoint": {"script": f"train {value}.py", "args": [value, "--lr", value]}}),
                         cwd=str(tmp_path), python=fake_python(tmp_path))
-    code, launched, local = run_node(req, tmp_path, fake_srun, "1 10.0.0.1 12001 10.0.0.2 join_timeout=300,is_host=false")
+    code, launched, local = run_node(req, tmp_path, fake_srun, "1 2 4 10.0.0.1 12001 10.0.0.2 join_timeout=300,is_host=false")
     assert code == 0
     assert launched[:2] == ["-m", "accelerate.commands.launch"]
-    assert launched[2:6] == ["--machine_rank=1", "--main_process_ip=10.0.0.1", "--main_process_port=12001",
-                             "--rdzv_conf=join_timeout=300,is_host=false"]
+    assert launched[2:8] == ["--machine_rank=1", "--num_machines=2", "--num_processes=4", "--main_process_ip=10.0.0.1",
+                             "--main_process_port=12001", "--rdzv_conf=join_timeout=300,is_host=false"]
     assert f"--config_file={tmp_path}/acc {value}.yaml" in launched
     assert local == "10.0.0.2"  # torch's agent tells the ranks to reach its store here, not at its host name
     entry = launched[launched.index("hpc_runner.entrypoint") + 1:]
     assert RunConfig.from_argv(entry) == req.config
-    assert (tmp_path / "HELPER_OUT").read_text().split() == ["-m", "hpc_runner.accelerate_launch", "--join-timeout=300"]
+    assert (tmp_path / "HELPER_OUT").read_text().split() == ["-m", "hpc_runner.accelerate_launch", "--nproc-per-node=2",
+                                                             "--join-timeout=300"]
     assert not Path("/tmp/hpc_runner_pwned").exists()
 
 
@@ -126,28 +127,31 @@ def test_a_node_whose_values_cannot_be_found_stops_before_accelerate(tmp_path: P
     assert code == 1 and launched == []
 
 
-def slurm_node(node_id: str, **extra: str) -> dict[str, str]:
-    """The variables srun gives the one task of node ``node_id`` in a 2-node step."""
+def slurm_node(node_id: str, nodes: int = 2, **extra: str) -> dict[str, str]:
+    """The variables srun gives the one task of node ``node_id`` in a step over ``nodes`` nodes."""
     return {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_PROCID": node_id, "SLURM_NODEID": node_id,
-            "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "n[1-2]",
-            "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)", **extra}
+            "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": str(nodes), "SLURM_STEP_NODELIST": f"n[1-{nodes}]",
+            "SLURM_JOB_NODELIST": f"n[1-{nodes}]", "SLURM_STEP_TASKS_PER_NODE": f"1(x{nodes})", **extra}
 
 
-ADDRESSES = {"n1": "10.250.77.11", "n2": "10.250.77.12"}
+ADDRESSES = {"n1": "10.250.77.11", "n2": "10.250.77.12", "n3": "10.250.77.13"}
+PORT = environment.derive_port("4242", "0")
 
 
 @pytest.mark.parametrize(("environ", "words"), [
-    (slurm_node("0", SLURM_STEP_RESV_PORTS="12006-12007"), "0 10.250.77.11 12006 10.250.77.11 join_timeout=60,is_host=true"),
-    (slurm_node("1", SLURM_STEP_RESV_PORTS="12006-12007"), "1 10.250.77.11 12006 10.250.77.12 join_timeout=60,is_host=false"),
-    (slurm_node("1"), f"1 10.250.77.11 {environment.derive_port('4242', '0')} 10.250.77.12 join_timeout=60,is_host=false"),
-    (slurm_node("1", MASTER_ADDR="10.9.9.9", MASTER_PORT="23456"), "1 10.9.9.9 23456 10.250.77.12 join_timeout=60"),
-    (slurm_node("0", HPC_RUNNER_MASTER_ADDR="10.1.1.1"), f"0 10.1.1.1 {environment.derive_port('4242', '0')} 10.250.77.11 join_timeout=60,is_host=true"),
-], ids=["first-node-hosts", "second-node-joins", "derived-port", "explicit-address", "resolved-once-by-the-batch-script"])
+    (slurm_node("0", SLURM_STEP_RESV_PORTS="12006-12007"), "0 2 4 10.250.77.11 12006 10.250.77.11 join_timeout=60,is_host=true"),
+    (slurm_node("1", SLURM_STEP_RESV_PORTS="12006-12007"), "1 2 4 10.250.77.11 12006 10.250.77.12 join_timeout=60,is_host=false"),
+    (slurm_node("1"), f"1 2 4 10.250.77.11 {PORT} 10.250.77.12 join_timeout=60,is_host=false"),
+    (slurm_node("1", MASTER_ADDR="10.9.9.9", MASTER_PORT="23456"), "1 2 4 10.9.9.9 23456 10.250.77.12 join_timeout=60"),
+    (slurm_node("0", HPC_RUNNER_MASTER_ADDR="10.1.1.1"), f"0 2 4 10.1.1.1 {PORT} 10.250.77.11 join_timeout=60,is_host=true"),
+    (slurm_node("2", nodes=3), f"2 3 6 10.250.77.11 {PORT} 10.250.77.13 join_timeout=60,is_host=false"),
+], ids=["first-node-hosts", "second-node-joins", "derived-port", "explicit-address", "resolved-once-by-the-batch-script",
+        "sbatch-nodes-3-on-a-script-rendered-for-2"])
 def test_node_values_follow_the_environment_rules(environ: dict[str, str], words: str) -> None:
     env = environment.from_environ(environ, ADDRESSES.__getitem__)
-    assert accelerate_launch.node_values(env, ADDRESSES[env.hosts[env.node_rank]], 60).words() == words
+    assert accelerate_launch.node_values(env, 2, ADDRESSES[env.hosts[env.node_rank]], 60).words() == words
 
 
 def test_a_node_value_with_white_space_is_refused_rather_than_misread() -> None:
     with pytest.raises(ValueError, match="white space"):
-        accelerate_launch.NodeValues(0, "10.0.0.1", 1, "a b", "join_timeout=1").words()
+        accelerate_launch.NodeValues(0, 2, 4, "10.0.0.1", 1, "a b", "join_timeout=1").words()
