@@ -29,6 +29,7 @@ from torch import nn
 
 from . import checkpoint
 from . import spec as spec_mod
+from .demo import emulator_export
 from .errors import HpcRunnerError, InputError
 from .schema import ExportSpec, FunctionEntry
 
@@ -97,23 +98,22 @@ def read_run(run_dir: Path) -> TrainedRun:
 
 
 def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
-    """The factory and input shape: the spec's ``export:`` section, or the built-in one for the demo emulator."""
-    if spec_path is None:
-        from .demo import emulator_export
-
-        if run.entry == "hpc_runner.demo.emulator:train":
-            return emulator_export.EXPORT
-        raise InputError(f"{run.run_dir} was trained by {run.entry}, and hpc-run does not know how to rebuild its model"
-                         f"\n  hint: add {SPEC_HINT} to its job spec and pass it: hpc-run export {run.run_dir} --spec SPEC")
-    job = spec_mod.load(spec_path, [])
-    if job.export is None:
+    """The factory and input shape: the spec's ``export:`` section, else the built-in one of the demo emulator."""
+    if spec_path is not None:
+        job = spec_mod.load(spec_path, [])
+        trained_by = job.entrypoint.target if isinstance(job.entrypoint, FunctionEntry) else job.entrypoint.path
+        if trained_by != run.entry:
+            raise InputError(f"{spec_path} runs {trained_by}, but {run.run_dir} was trained by {run.entry}"
+                             "\n  hint: pass the spec the run was trained from")
+        if job.export is not None:
+            return job.export
+    if run.entry == emulator_export.ENTRY:
+        return emulator_export.EXPORT
+    if spec_path is not None:
         raise InputError(f"{spec_path}: no 'export' section, so no model factory to rebuild the model from"
                          f"\n  hint: add {SPEC_HINT} (a function returning the untrained nn.Module)")
-    trained_by = job.entrypoint.target if isinstance(job.entrypoint, FunctionEntry) else job.entrypoint.path
-    if trained_by != run.entry:
-        raise InputError(f"{spec_path} runs {trained_by}, but {run.run_dir} was trained by {run.entry}"
-                         "\n  hint: pass the spec the run was trained from")
-    return job.export
+    raise InputError(f"{run.run_dir} was trained by {run.entry}, and hpc-run does not know how to rebuild its model"
+                     f"\n  hint: add {SPEC_HINT} to its job spec and pass it: hpc-run export {run.run_dir} --spec SPEC")
 
 
 def rebuild(run: TrainedRun, recipe: ExportSpec) -> nn.Module:

@@ -144,6 +144,12 @@ def test_a_spec_factory_rebuilds_the_trained_model_with_its_params(tmp_path: Pat
     assert torch.equal(rebuilt(x), trained(x))  # width 6 from the run's params, lr left out, weights loaded
 
 
+def test_the_demo_emulator_needs_no_export_section(tmp_path: Path) -> None:
+    run = export.read_run(recorded_run(tmp_path / "run", "hpc_runner.demo.emulator:train", {"hidden": 16}, {}))
+    built_in = ExportSpec(model="hpc_runner.demo.emulator_export:model", input_shape=(emulator.IN_DIM,))
+    assert export.recipe_for(run, None) == export.recipe_for(run, EMULATOR) == built_in
+
+
 # --- what goes wrong says what to do -------------------------------------------------------------
 
 def run_export(*args: str) -> tuple[int, str]:

@@ -14,7 +14,8 @@ from torch import nn
 from ..schema import ExportSpec
 from . import emulator
 
-# What `export: {model: ..., input_shape: [...]}` would say for the demo; export uses it for runs of emulator:train.
+ENTRY = "hpc_runner.demo.emulator:train"  # runs of this entry need no export section
+# What `export: {model: ..., input_shape: [...]}` would say for the demo.
 EXPORT = ExportSpec(model="hpc_runner.demo.emulator_export:model", input_shape=(emulator.IN_DIM,))
 
 
