@@ -144,6 +144,23 @@ def test_a_spec_factory_rebuilds_the_trained_model_with_its_params(tmp_path: Pat
     assert torch.equal(rebuilt(x), trained(x))  # width 6 from the run's params, lr left out, weights loaded
 
 
+@pytest.mark.slow
+def test_a_model_of_your_own_goes_to_cpp_through_the_spec(tmp_path: Path, cpp_program: Path) -> None:
+    from tests.fixtures.export_models import grid_mlp
+
+    needs_compilers()
+    trained = grid_mlp(width=6).eval()
+    run = recorded_run(tmp_path / "run", "mine.train:main", {"width": 6, "lr": 0.1}, trained.state_dict())
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:grid_mlp', input_shape: [2, 3]}")
+    result = hpc_run(["export", str(run), "--spec", spec, "-o", str(tmp_path / "serve" / "grid.pt2")],
+                     env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "input: one float32 tensor [batch, 2, 3], any batch size" in result.stdout
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        assert torch.allclose(cpp_example.infer(cpp_program, tmp_path / "serve" / "grid.pt2", x), trained(x), rtol=0, atol=1e-5)
+
+
 def test_the_demo_emulator_needs_no_export_section(tmp_path: Path) -> None:
     run = export.read_run(recorded_run(tmp_path / "run", "hpc_runner.demo.emulator:train", {"hidden": 16}, {}))
     built_in = ExportSpec(model="hpc_runner.demo.emulator_export:model", input_shape=(emulator.IN_DIM,))
