@@ -140,6 +140,12 @@ net_up() {
     ip -n "$ns" link set lo up
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route replace default via "$NET.1"
+    # The nodes reach no DNS server: without this every name lookup in a node (the job's master
+    # address, torch's store naming each client) waits 10 s to time out. Unreachable fails at once,
+    # and node names stay unresolvable as on clusters whose DNS does not know them.
+    awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf | while read -r server; do
+      ip -n "$ns" route replace unreachable "$server/32"
+    done
   done
 }
 
