@@ -177,7 +177,7 @@ def _emulator_throughput(world: int, samples: int, batch: int, hidden: int, epoc
         entry = (FunctionEntry("hpc_runner.demo.emulator:train", params) if comm == "ddp"
                  else FunctionEntry("benchmarks.emulator_variants:train", {**params, "comm": comm}))
         config = RunConfig(mode="gloo", entry=entry, output_dir=f"{tmp}/out", init_timeout_s=300, max_restarts=0,
-                           collective_timeout_s=1800, resume="never", requeue_handler="auto",
+                           collective_timeout_s=1800, resume="never", requeue_handler="auto", export=None,
                            data=DataSpec(samples=samples, batch_size=batch, val_samples=256, audit=False))
         _run_ranks([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], world, cwd=tmp)
         return json.loads(Path(tmp, "out", "metrics.json").read_text())["samples_per_second"]

@@ -30,7 +30,7 @@ from torch import nn
 from . import checkpoint
 from . import spec as spec_mod
 from .demo import emulator_export
-from .errors import HpcRunnerError, InputError
+from .errors import HpcRunnerError, InputError, SpecError
 from .schema import ExportSpec, FunctionEntry
 
 PACKAGE_NAME = "model.pt2"
@@ -53,6 +53,7 @@ class TrainedRun:
     entry: str  # the function's 'package.module:function', or the script's path
     params: dict[str, Any]
     checkpoint: Path
+    recipe: ExportSpec | None = None  # the spec's export section, as the run recorded it
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,18 @@ def read_run(run_dir: Path) -> TrainedRun:
         raise InputError(f"{run_dir} is not a run directory: it has no run.json\n  hint: hpc_runner writes run.json "
                          "when training starts; pass the output_dir of a run started by hpc-run")
     try:
-        entry = json.loads(record.read_text())["config"]["entry"]
+        config = json.loads(record.read_text())["config"]
+        entry = config["entry"]
         target, params = entry.get("target") or entry["path"], dict(entry.get("params") or {})
-    except (ValueError, KeyError, TypeError, AttributeError):
+        recipe = spec_mod.export_section(config.get("export"), source=str(record))
+    except (ValueError, KeyError, TypeError, AttributeError, SpecError):
         raise InputError(f"{record} does not say which entry trained the run\n  hint: it is damaged or was not "
                          "written by hpc_runner; pass the output_dir of a run started by hpc-run") from None
     weights = run_dir / checkpoint.CHECKPOINT_NAME
     if not weights.is_file():
         raise InputError(f"{run_dir} has no checkpoint ({checkpoint.CHECKPOINT_NAME})\n  hint: the run saves one at "
                          "the end of every epoch; let it finish an epoch (or resume it), then export")
-    return TrainedRun(run_dir=run_dir, entry=target, params=params, checkpoint=weights)
+    return TrainedRun(run_dir=run_dir, entry=target, params=params, checkpoint=weights, recipe=recipe)
 
 
 def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
@@ -107,13 +110,16 @@ def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
                              "\n  hint: pass the spec the run was trained from")
         if job.export is not None:
             return job.export
+    if run.recipe is not None:
+        return run.recipe
     if run.entry == emulator_export.ENTRY:
         return emulator_export.EXPORT
     if spec_path is not None:
         raise InputError(f"{spec_path}: no 'export' section, so no model factory to rebuild the model from"
                          f"\n  hint: add {SPEC_HINT} (a function returning the untrained nn.Module)")
     raise InputError(f"{run.run_dir} was trained by {run.entry}, and hpc-run does not know how to rebuild its model"
-                     f"\n  hint: add {SPEC_HINT} to its job spec and pass it: hpc-run export {run.run_dir} --spec SPEC")
+                     f"\n  hint: add {SPEC_HINT} to its job spec (runs started from it record it), or pass that spec: "
+                     f"hpc-run export {run.run_dir} --spec SPEC")
 
 
 def rebuild(run: TrainedRun, recipe: ExportSpec) -> nn.Module:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError, SpecError
-from .schema import FUNCTION_PATTERN, MODES, REQUEUE_HANDLERS, RESUME_MODES, DataSpec, Entry, FunctionEntry, JobSpec, ScriptEntry
+from .schema import FUNCTION_PATTERN, MODES, REQUEUE_HANDLERS, RESUME_MODES, DataSpec, Entry, ExportSpec, FunctionEntry, JobSpec, ScriptEntry
 
 ARGV_USAGE = ("python -m hpc_runner.entrypoint --mode=M --output-dir=D --init-timeout-s=S --max-restarts=N "
-              "--collective-timeout-s=S --resume=auto|never|force --requeue-handler=H --data=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
+              "--collective-timeout-s=S --resume=auto|never|force --requeue-handler=H --data=JSON|null --export=JSON|null (--function=MOD:FUNC --params=JSON | --script=PATH [-- ARGS...])")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class RunConfig:
     collective_timeout_s: int
     resume: str
     requeue_handler: str
+    export: ExportSpec | None  # recorded in run.json, so `hpc-run export RUN_DIR` can rebuild the model
 
     @classmethod
     def from_spec(cls, spec: JobSpec, output_dir: str) -> RunConfig:
@@ -40,15 +41,16 @@ class RunConfig:
         return cls(mode=spec.mode, entry=spec.entrypoint, output_dir=output_dir,
                    init_timeout_s=spec.init_timeout_s, data=spec.data, max_restarts=spec.requeue.max_restarts,
                    collective_timeout_s=spec.collective_timeout_s, resume=spec.resume,
-                   requeue_handler=spec.requeue.handler)
+                   requeue_handler=spec.requeue.handler, export=spec.export)
 
     def to_argv(self) -> list[str]:
         """Arguments for ``python -m hpc_runner.entrypoint`` ("--key=value" keeps "-x" values from reading as options)."""
         data = None if self.data is None else dataclasses.asdict(self.data)
+        export = None if self.export is None else dataclasses.asdict(self.export)
         argv = [f"--mode={self.mode}", f"--output-dir={self.output_dir}", f"--init-timeout-s={self.init_timeout_s}",
                 f"--max-restarts={self.max_restarts}", f"--collective-timeout-s={self.collective_timeout_s}",
                 f"--resume={self.resume}", f"--requeue-handler={self.requeue_handler}",
-                f"--data={json.dumps(data, sort_keys=True)}"]
+                f"--data={json.dumps(data, sort_keys=True)}", f"--export={json.dumps(export, sort_keys=True)}"]
         if isinstance(self.entry, FunctionEntry):
             return argv + [f"--function={self.entry.target}", f"--params={json.dumps(self.entry.params, sort_keys=True)}"]
         return argv + [f"--script={self.entry.path}", "--", *self.entry.args]
@@ -75,11 +77,12 @@ class RunConfig:
         else:
             entry = ScriptEntry(path=_take(values, "script"), args=script_args)
         data = _json(values, "data", (dict, type(None)))
+        export = _json(values, "export", (dict, type(None)))
         config = cls(mode=mode, entry=entry, output_dir=_take(values, "output-dir"),
                      init_timeout_s=_integer(values, "init-timeout-s", 1), max_restarts=_integer(values, "max-restarts", 0),
                      collective_timeout_s=_integer(values, "collective-timeout-s", 1), resume=_choice(values, "resume", RESUME_MODES),
                      requeue_handler=_choice(values, "requeue-handler", REQUEUE_HANDLERS),
-                     data=_data_spec(data))
+                     data=_data_spec(data), export=_export_spec(export))
         if not config.output_dir:
             raise InputError("--output-dir must not be empty")
         if values:
@@ -151,3 +154,13 @@ def _data_spec(data: dict[str, Any] | None) -> DataSpec | None:
         return spec.data_section(data, source="the entrypoint's --data")
     except SpecError as exc:
         raise InputError(f"--data does not describe a data spec: {exc}") from None
+
+
+def _export_spec(export: dict[str, Any] | None) -> ExportSpec | None:
+    """The spec's own validation of an export section."""
+    from . import spec
+
+    try:
+        return spec.export_section(export, source="the entrypoint's --export")
+    except SpecError as exc:
+        raise InputError(f"--export does not describe an export section: {exc}") from None

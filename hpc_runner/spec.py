@@ -186,6 +186,11 @@ def data_section(raw: Any, source: str) -> DataSpec | None:
     return _data(_Reader(source), raw)
 
 
+def export_section(raw: Any, source: str) -> ExportSpec | None:
+    """Validate an ``export:`` section on its own (the entrypoint's argv carries one into run.json)."""
+    return _export(_Reader(source), raw)
+
+
 def _export(r: _Reader, raw: Any) -> ExportSpec | None:
     """The model factory and example input shape that ``hpc-run export`` rebuilds a run's model from."""
     if raw is None:

@@ -60,7 +60,7 @@ def entry_argv(output_dir: Path | str, function: str = "hpc_runner.demo.echo:run
 
     return RunConfig(mode=mode, entry=FunctionEntry(function), output_dir=str(output_dir),
                      init_timeout_s=init_timeout_s, data=None, max_restarts=0,
-                     collective_timeout_s=1800, resume="auto", requeue_handler="auto").to_argv()
+                     collective_timeout_s=1800, resume="auto", requeue_handler="auto", export=None).to_argv()
 
 
 def make_fake_srun(folder: Path) -> Path:

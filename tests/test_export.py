@@ -15,11 +15,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hpc_runner import checkpoint, cpp_example, export, tensor_file
+from hpc_runner import checkpoint, cpp_example, export, request, tensor_file
 from hpc_runner.cli import cli
 from hpc_runner.demo import emulator
 from hpc_runner.run_config import RunConfig
 from hpc_runner.schema import ExportSpec, FunctionEntry
+from hpc_runner.spec import from_mapping
 from tests.conftest import EMULATOR, ROOT, SMALL, hpc_run
 
 BATCHES = (1, 7, 64)
@@ -115,10 +116,12 @@ def test_the_exported_program_keeps_the_batch_dimension_dynamic() -> None:
 
 # --- a model of your own: the spec's export section names its factory ---------------------------
 
-def recorded_run(folder: Path, function: str, params: dict[str, object], weights: dict | None = None) -> Path:
+def recorded_run(folder: Path, function: str, params: dict[str, object], weights: dict | None = None,
+                 recipe: ExportSpec | None = None) -> Path:
     """A run directory as the entrypoint records it (run.json) with, optionally, a checkpoint."""
     config = RunConfig(mode="gloo", entry=FunctionEntry(function, params), output_dir=str(folder), init_timeout_s=300,
-                       data=None, max_restarts=0, collective_timeout_s=1800, resume="auto", requeue_handler="auto")
+                       data=None, max_restarts=0, collective_timeout_s=1800, resume="auto", requeue_handler="auto",
+                       export=recipe)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"config": dataclasses.asdict(config), "world_size": 1}))
     if weights is not None:
@@ -144,15 +147,22 @@ def test_a_spec_factory_rebuilds_the_trained_model_with_its_params(tmp_path: Pat
     assert torch.equal(rebuilt(x), trained(x))  # width 6 from the run's params, lr left out, weights loaded
 
 
+def test_a_run_records_its_spec_export_section_for_later() -> None:
+    job = from_mapping({"name": "mine", "entrypoint": {"function": "mine.train:main"},
+                        "export": {"model": "tests.fixtures.export_models:grid_mlp", "input_shape": [2, 3]}})
+    config = request.build(job).config  # what every rank's argv carries, and rank 0 writes to run.json
+    assert RunConfig.from_argv(config.to_argv()).export == ExportSpec("tests.fixtures.export_models:grid_mlp", (2, 3))
+
+
 @pytest.mark.slow
-def test_a_model_of_your_own_goes_to_cpp_through_the_spec(tmp_path: Path, cpp_program: Path) -> None:
+def test_a_model_of_your_own_goes_to_cpp_from_its_run_record(tmp_path: Path, cpp_program: Path) -> None:
     from tests.fixtures.export_models import grid_mlp
 
     needs_compilers()
     trained = grid_mlp(width=6).eval()
-    run = recorded_run(tmp_path / "run", "mine.train:main", {"width": 6, "lr": 0.1}, trained.state_dict())
-    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:grid_mlp', input_shape: [2, 3]}")
-    result = hpc_run(["export", str(run), "--spec", spec, "-o", str(tmp_path / "serve" / "grid.pt2")],
+    run = recorded_run(tmp_path / "run", "mine.train:main", {"width": 6, "lr": 0.1}, trained.state_dict(),
+                       ExportSpec("tests.fixtures.export_models:grid_mlp", (2, 3)))  # as the spec's export: recorded it
+    result = hpc_run(["export", str(run), "-o", str(tmp_path / "serve" / "grid.pt2")],
                      env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "input: one float32 tensor [batch, 2, 3], any batch size" in result.stdout

@@ -20,7 +20,7 @@ from hpc_runner.spec import FunctionEntry
 
 def config(mode: str, entry: FunctionEntry, output_dir: str) -> RunConfig:
     return RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=60, data=None, max_restarts=0,
-                     collective_timeout_s=60, resume="auto", requeue_handler="auto")
+                     collective_timeout_s=60, resume="auto", requeue_handler="auto", export=None)
 
 
 CONFIG = config("nccl", FunctionEntry("hpc_runner.demo.echo:run"), "out")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hpc_runner import request, spec
 from hpc_runner.errors import InputError
 from hpc_runner.run_config import RunConfig
-from hpc_runner.schema import DataSpec, FunctionEntry, JobSpec, ScriptEntry
+from hpc_runner.schema import DataSpec, ExportSpec, FunctionEntry, JobSpec, ScriptEntry
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
@@ -25,16 +25,18 @@ ENTRIES = st.one_of(
 )
 DATA = st.one_of(st.none(), st.builds(DataSpec, samples=st.integers(1, 10**9), batch_size=st.integers(1, 4096),
                                       val_samples=st.integers(0, 10**6), audit=st.booleans()))
+EXPORTS = st.one_of(st.none(), st.builds(ExportSpec, model=st.sampled_from(["pkg.models:make", "m:f"]),
+                                         input_shape=st.lists(st.integers(1, 4096), min_size=1, max_size=8).map(tuple)))
 
 
 @settings(max_examples=300, deadline=None)
 @given(mode=st.sampled_from(["threading", "gloo", "nccl"]), entry=ENTRIES, output_dir=TEXT.filter(bool), data=DATA,
        timeout=st.integers(1, 10**6), restarts=st.integers(0, 100), resume=st.sampled_from(["auto", "never", "force"]),
-       handler=st.sampled_from(["auto", "hpc_runner", "framework", "none"]))
+       handler=st.sampled_from(["auto", "hpc_runner", "framework", "none"]), export=EXPORTS)
 def test_every_field_round_trips(mode: str, entry, output_dir: str, data, timeout: int, restarts: int, resume: str,
-                                handler: str) -> None:
+                                handler: str, export) -> None:
     config = RunConfig(mode=mode, entry=entry, output_dir=output_dir, init_timeout_s=timeout, data=data, max_restarts=restarts,
-                       collective_timeout_s=timeout + 1, resume=resume, requeue_handler=handler)
+                       collective_timeout_s=timeout + 1, resume=resume, requeue_handler=handler, export=export)
     assert RunConfig.from_argv(config.to_argv()) == config
 
 
@@ -55,7 +57,7 @@ def test_defaults_come_from_the_schema() -> None:
 
 
 GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0", "--data=null", "--function=a:b", "--params={}",
-        "--collective-timeout-s=60", "--resume=auto", "--requeue-handler=auto"]
+        "--collective-timeout-s=60", "--resume=auto", "--requeue-handler=auto", "--export=null"]
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -65,9 +67,11 @@ GOOD = ["--mode=gloo", "--output-dir=o", "--init-timeout-s=5", "--max-restarts=0
     ({2: "--init-timeout-s=soon"}, "is not a whole number"),
     ({0: "--mode=mpi"}, "choose one of threading, gloo, nccl"),
     ({0: "--mode"}, "is not --key=value"),
-    ({10: "--lr=0.1"}, "unknown argument(s) --lr"),
+    ({11: "--lr=0.1"}, "unknown argument(s) --lr"),
     ({8: "--resume=maybe"}, "choose one of auto, never, force"),
-    ({10: "--script=x.py"}, "exactly one of --function or --script"),
+    ({11: "--script=x.py"}, "exactly one of --function or --script"),
+    ({10: '--export={"model": "m:f"}'}, "--export does not describe an export section"),
+    ({10: '--export={"model": "no colon", "input_shape": [3]}'}, "--export does not describe an export section"),
     ({9: "--requeue-handler=me"}, "choose one of auto, hpc_runner, framework, none"),
     ({5: "--function=:run"}, "write it as 'package.module:function'"),
     ({5: "--function=..:run"}, "write it as 'package.module:function'"),

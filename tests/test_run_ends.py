@@ -128,7 +128,7 @@ def test_a_script_survives_the_warning_and_a_framework_sees_the_default(tmp_path
     report = tmp_path / "seen.json"
     config = RunConfig(mode="threading", entry=ScriptEntry(str(ROOT / "tests" / "fixtures" / "self_signal.py"), (str(report),)),
                        output_dir=str(tmp_path / "out"), init_timeout_s=30, data=None, max_restarts=0,
-                       collective_timeout_s=60, resume="auto", requeue_handler=handler)
+                       collective_timeout_s=60, resume="auto", requeue_handler=handler, export=None)
     result = subprocess.run([sys.executable, "-m", "hpc_runner.entrypoint", *config.to_argv()], capture_output=True,
                             text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("SLURM")})
     assert result.returncode == 0, result.stderr

@@ -32,4 +32,4 @@ if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then HPC_RUNNE
 # master address (the first node's NodeAddr) and a port derived from the job id.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --ntasks-per-node=2 --cpus-per-task=1 \
-  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=gloo --output-dir=/home/user/project/runs/check --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto --data=null --function=hpc_runner.demo.check:run '--params={"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=gloo --output-dir=/home/user/project/runs/check --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto --data=null --export=null --function=hpc_runner.demo.check:run '--params={"iterations": 20, "sizes_kib": [1, 16, 256, 4096, 65536]}'

@@ -33,4 +33,4 @@ unset SLURM_NTASKS SLURM_NPROCS
 # master address (the first node's NodeAddr) and a port derived from the job id.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --ntasks-per-node=1 --cpus-per-task=2 \
-  /home/user/project/.venv/bin/python -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=/home/user/project/runs/echo --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto --data=null --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.torchrun_launch --nproc-per-node 2 -- --mode=gloo --output-dir=/home/user/project/runs/echo --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto --data=null --export=null --function=hpc_runner.demo.echo:run '--params={"tag": "hello"}'

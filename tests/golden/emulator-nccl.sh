@@ -34,4 +34,4 @@ if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then HPC_RUNNE
 # with a clear message where CUDA or enough GPUs are missing.
 echo "hpc_runner: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}"
 srun --kill-on-bad-exit=1 --mpi=none --label --ntasks-per-node=4 --cpus-per-task=1 \
-  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=nccl --output-dir=/home/user/project/runs/emulator --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto '--data={"audit": true, "batch_size": 64, "samples": 8192, "val_samples": 1024}' --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
+  /home/user/project/.venv/bin/python -u -m hpc_runner.entrypoint --mode=nccl --output-dir=/home/user/project/runs/emulator --init-timeout-s=300 --max-restarts=3 --collective-timeout-s=1800 --resume=auto --requeue-handler=auto '--data={"audit": true, "batch_size": 64, "samples": 8192, "val_samples": 1024}' --export=null --function=hpc_runner.demo.emulator:train '--params={"epochs": 4, "hidden": 64, "lr": 0.05, "seed": 0}'
