@@ -276,6 +276,24 @@ def bench_rendezvous(sizes: tuple[str, ...] = ("64:5", "1024:3", "4096:3", "8192
                f"\"{row['named_message'][:90]}\"")
 
 
+def bench_inference() -> None:
+    """Serving the trained emulator: Python eager vs torch.compile vs the C++ AOTInductor package."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import inference  # benchmarks/inference.py (prints its own table, also in bench-out/inference.md)
+
+    timings = inference.main([])
+    eager = timings[0]
+    how = ("the emulator's MLP as jobs/emulator.yaml trains it, 1 thread for every path, median of 5 interleaved "
+           "rounds (benchmarks/inference.py; the package is what `hpc-run export` writes, run by examples/cpp)")
+    for t in timings[1:]:
+        record(f"inference latency, batch 1: {t.path} vs Python eager", f"{t.latency_s * 1e6:.1f} us",
+               f"{eager.latency_s * 1e6:.1f} us", eager.latency_s / t.latency_s, "(reported: above 1x is faster)",
+               True, how)
+        record(f"inference throughput, batch 1024: {t.path} vs Python eager", f"{t.samples_per_s / 1e6:.2f} M samples/s",
+               f"{eager.samples_per_s / 1e6:.2f} M samples/s", t.samples_per_s / eager.samples_per_s,
+               "(reported: above 1x is faster)", True, how)
+
+
 def bench_scale() -> list[str]:
     """Figures for planning past this machine (see README: at 100 and 1000 nodes)."""
     sys.path.insert(0, str(ROOT))
@@ -345,15 +363,11 @@ def main() -> None:
     only = set(sys.argv[1:])
     steps = [("render", bench_render), ("launch", bench_launch), ("jobs", bench_jobs), ("ddp", bench_ddp),
              ("two_ranks", bench_two_ranks), ("stop_check", bench_stop_check),
-             ("rendezvous", bench_rendezvous)]
+             ("rendezvous", bench_rendezvous), ("inference", bench_inference)]
     for name, step in steps:
         if not only or name in only:
             log(f"--- {name}")
             step()
-    if "inference" in only:  # opt-in (it compiles for a minute or two): make bench ARGS=inference
-        import inference  # benchmarks/inference.py: eager vs torch.compile vs the C++ package
-
-        inference.main([])
     write_report(bench_scale())
 
 
