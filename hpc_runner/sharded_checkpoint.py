@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,11 @@ def step_path(root: Path, step: int) -> Path:
     return Path(root) / f"{STEP_PREFIX}{step:08d}"
 
 
+def folder(ctx: RunContext, step: int) -> Path:
+    """The run's folder for the save at optimizer step ``step``: ``OUTPUT_DIR/checkpoints/step-<step>``."""
+    return step_path(ctx.output_dir / CHECKPOINTS_DIR, step)
+
+
 def step_dirs(root: Path) -> list[StepDir]:
     """Every step folder under ``root``, oldest first (other names are left alone)."""
     root = Path(root)
@@ -124,27 +130,26 @@ def prune(root: Path, keep: int = KEEP) -> list[Path]:
 
 def save(ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
          progress: dict[str, Any], extra: dict[str, Any] | None = None,
-         storage_writer: StorageWriter | None = None) -> Path:
+         storage_writer: Callable[[Path], StorageWriter] = FileSystemWriter) -> Path:
     """Every rank writes its shard of model and optimizer into the step folder; rank 0 commits it once all
-    are done, then prunes. A collective: call it at the same step on every rank."""
-    root = ctx.output_dir / CHECKPOINTS_DIR
-    folder = step_path(root, step)
-    if ctx.is_main and folder.exists():
-        shutil.rmtree(folder)  # a save of this step that never completed (a rerun after a crash)
+    are done, then prunes. A collective: call it at the same step on every rank. ``storage_writer(folder)``
+    makes DCP's writer (fault drills pass their own)."""
+    path = folder(ctx, step)
+    if ctx.is_main and path.exists():
+        shutil.rmtree(path)  # a save of this step that never completed (a rerun after a crash)
     ctx.barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optim_state},
-             storage_writer=storage_writer or FileSystemWriter(folder))
+    dcp.save({"model": model_state, "optimizer": optim_state}, storage_writer=storage_writer(path))
     ctx.barrier()
     if ctx.is_main:
-        _write_commit(folder, Commit(step=step, world_size=ctx.env.world_size,
-                                     fingerprint=ctx.fingerprint(extra), progress=progress))
-        prune(root)
+        _write_commit(path, Commit(step=step, world_size=ctx.env.world_size,
+                                   fingerprint=ctx.fingerprint(extra), progress=progress))
+        prune(path.parent)
     ctx.barrier()
-    return folder
+    return path
 
 
-def _choose(ctx: RunContext, root: Path, extra: dict[str, Any] | None) -> tuple[Path, Commit] | None:
+def choose(ctx: RunContext, root: Path, extra: dict[str, Any] | None) -> tuple[Path, Commit] | None:
     """Rank 0: the latest complete save this run may resume (incomplete ones named and skipped)."""
     if ctx.config.resume == "never":
         if step_dirs(root):
@@ -168,12 +173,12 @@ def load(ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     """Load the latest complete save of this run into ``model`` and ``optimizer`` (resharded to this world
     size) and return its commit; None where there is none or ``resume: never``. A collective."""
     root = ctx.output_dir / CHECKPOINTS_DIR
-    chosen = ctx.decided_by_main(lambda: _choose(ctx, root, extra))
+    chosen = ctx.decided_by_main(lambda: choose(ctx, root, extra))
     if chosen is None:
         return None
-    folder, commit = chosen
+    path, commit = chosen
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, storage_reader=SafeReader(folder), planner=SafeLoadPlanner())  # data only, no code
+    dcp.load(state, storage_reader=SafeReader(path), planner=SafeLoadPlanner())  # data only, no code
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     return commit

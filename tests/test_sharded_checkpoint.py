@@ -1,12 +1,15 @@
-"""Sharded checkpoints: which step folder counts as complete, metadata that cannot run code, and an
-FSDP save on 2 ranks loaded on 1 (and the reverse) to the same weights and optimizer state."""
+"""Sharded checkpoints: which step folder counts as complete, another run's save refused, metadata
+that cannot run code, and an FSDP save on 2 ranks loaded on 1 to the same weights and optimizer state."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -102,7 +105,7 @@ def submit_local(out: Path, nodes: int) -> None:
     """``hpc-run submit`` the round trip (save, or load where a save exists) on NODES local ranks, writing to OUT."""
     result = subprocess.run([HPC_RUN, "submit", str(ROOT / "jobs" / "fsdp.yaml"), "--executor", "local", "--wait",
                              "--nodes", str(nodes), "--ntasks-per-node", "1",
-                             "--set", f"entrypoint.function=tests.fixtures.fsdp_round_trip:save_or_load",
+                             "--set", "entrypoint.function=tests.fixtures.fsdp_round_trip:save_or_load",
                              "--set", "entrypoint.params={}", "--set", f"env.PYTHONPATH={ROOT}",
                              "--set", f"output_dir={out}"],
                             capture_output=True, text=True, timeout=300, cwd=out.parent)
@@ -121,3 +124,38 @@ def test_an_fsdp_save_loads_on_another_world_size_to_the_same_state(tmp_path: Pa
         assert torch.equal(tensor, loaded["model"][name]), name
     for name, moments in saved["optimizer"].items():  # AdamW's step count and both moments, every parameter
         assert all(torch.equal(value, loaded["optimizer"][name][key]) for key, value in moments.items()), name
+
+
+@dataclass(frozen=True)
+class _Config:
+    resume: str
+
+
+@dataclass(frozen=True)
+class _Rank0:
+    """What choosing a save needs of a RunContext: the resume mode and this run's fingerprint."""
+
+    config: _Config
+    params: dict[str, Any]
+
+    def fingerprint(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"entry": "demo:train", "params": self.params}
+
+
+def committed(root: Path, step: int, params: dict[str, Any]) -> None:
+    folder = make_step(root, step, sc.METADATA_NAME)
+    (folder / sc.COMMIT_NAME).write_text(json.dumps(asdict(sc.Commit(
+        step=step, world_size=4, fingerprint={"entry": "demo:train", "params": params}, progress={}))))
+
+
+def test_another_runs_save_is_refused_naming_what_changed(tmp_path: Path) -> None:
+    committed(tmp_path, 8, {"lr": 0.01})
+    with pytest.raises(LaunchError, match=r"belongs to another run; what changed: params.lr: 0.01 -> 0.1"):
+        sc.choose(_Rank0(_Config("auto"), {"lr": 0.1}), tmp_path, None)
+    assert sc.choose(_Rank0(_Config("force"), {"lr": 0.1}), tmp_path, None)[1].step == 8
+
+
+def test_resume_never_starts_afresh_and_removes_the_earlier_saves(tmp_path: Path) -> None:
+    committed(tmp_path, 8, {"lr": 0.01})
+    assert sc.choose(_Rank0(_Config("never"), {"lr": 0.01}), tmp_path, None) is None
+    assert sc.step_dirs(tmp_path) == []

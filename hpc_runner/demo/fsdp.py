@@ -87,8 +87,8 @@ def _resume(ctx: RunContext, model: nn.Module, optimizer: torch.optim.Optimizer,
         ctx.print(f"world size changed from {commit.world_size} to {ctx.env.world_size}: resuming from the start "
                   f"of epoch {progress.epoch + 1} instead of its step {progress.step_in_epoch}")
         progress.step_in_epoch = 0
-    ctx.print(f"resuming from {sharded_checkpoint.step_path(ctx.output_dir / sharded_checkpoint.CHECKPOINTS_DIR, commit.step)}"
-              f" (saved by {commit.world_size} ranks, now {ctx.env.world_size}): epoch {progress.epoch + 1}, "
+    ctx.print(f"resuming from {sharded_checkpoint.folder(ctx, commit.step)} (saved by {commit.world_size} ranks, "
+              f"now {ctx.env.world_size}): epoch {progress.epoch + 1}, "
               f"step {progress.step_in_epoch} of {steps_per_epoch} (restart {ctx.restart_count})")
     return progress
 
@@ -126,9 +126,8 @@ class _Loop:
 
     def save(self) -> None:
         """Every rank writes its shard into this step's folder; rank 0 commits it."""
-        folder = sharded_checkpoint.step_path(self.ctx.output_dir / sharded_checkpoint.CHECKPOINTS_DIR, self.progress.step)
         sharded_checkpoint.save(self.ctx, self.model, self.optimizer, self.progress.step, asdict(self.progress),
-                                storage_writer=self.writer(folder))
+                                storage_writer=self.writer)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step, its losses recorded."""
@@ -138,8 +137,8 @@ class _Loop:
         self.optimizer.step()
         self.progress.step += 1
         train_loss = _mean_across_ranks(float(loss.detach()) * len(x), len(x), self.ctx.distributed)
-        self.progress.history.append(LossPoint(self.progress.step, train_loss, _evaluate(self.ctx, self.model, self.val_loader),
-                                               self.ctx.env.world_size))
+        val_loss = _evaluate(self.ctx, self.model, self.val_loader)
+        self.progress.history.append(LossPoint(self.progress.step, train_loss, val_loss, self.ctx.env.world_size))
 
 
 def train(ctx: RunContext, epochs: int = 4, hidden: int = 64, lr: float = 0.01, seed: int = 0,
@@ -159,9 +158,10 @@ def train(ctx: RunContext, epochs: int = 4, hidden: int = 64, lr: float = 0.01, 
     plan = data_plan(data.samples, data.batch_size, ctx.env.world_size)
     model = shard_model(build_model(hidden, seed, torch.float32).to(ctx.device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    rank, world = ctx.env.rank, ctx.env.world_size
     loop = _Loop(ctx, model, optimizer,
-                 loader=shard_loader(train_set, data.batch_size, ctx.env.rank, ctx.env.world_size, shuffle=True, seed=seed),
-                 val_loader=shard_loader(val_set, 1024, ctx.env.rank, ctx.env.world_size, shuffle=False),
+                 loader=shard_loader(train_set, data.batch_size, rank, world, shuffle=True, seed=seed),
+                 val_loader=shard_loader(val_set, 1024, rank, world, shuffle=False),
                  progress=_resume(ctx, model, optimizer, plan.steps_per_epoch), writer=storage_writer or FileSystemWriter)
     ctx.print(f"FSDP over {ctx.env.world_size} ranks; steps per epoch {plan.steps_per_epoch}; "
               f"effective batch {plan.effective_batch}")
