@@ -56,7 +56,7 @@ def submit(testbed: dict[str, str], tmp_path: Path, out: Path, *flags: str) -> J
     return Job(job_id, tmp_path / f"fsdp-{job_id}.out")
 
 
-def finish(job: Job, timeout_s: float = 180) -> Job:
+def finish(job: Job, timeout_s: float = 300) -> Job:
     """Wait for the job to end; the same job with its final state."""
     return Job(job.job_id, job.log, job_control.wait_finished(job.job_id, poll_s=0.5, timeout_s=timeout_s).state)
 
