@@ -136,7 +136,7 @@ def save(ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     makes DCP's writer (fault drills pass their own)."""
     path = folder(ctx, step)
     if ctx.is_main and path.exists():
-        shutil.rmtree(path)  # a save of this step that never completed (a rerun after a crash)
+        shutil.rmtree(path)  # an earlier save of this step: half-written by a crashed job, or being redone
     ctx.barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optim_state}, storage_writer=storage_writer(path))

@@ -3,7 +3,7 @@
 An example to copy: every Linear layer and the whole model are sharded across the ranks (each rank
 holds a slice of every weight and of AdamW's state); every rank saves its own slice with
 ``torch.distributed.checkpoint`` (:mod:`hpc_runner.sharded_checkpoint`); the latest complete save
-is resumed after a requeue or a crash, on any world size. Runs over Gloo on CPU as well as NCCL.
+is resumed after a requeue or a crash, on any world size. Shown over Gloo on CPU (jobs/fsdp.yaml).
 """
 
 from __future__ import annotations
