@@ -6,9 +6,13 @@ values (machine rank from SLURM_NODEID, main process address and port by the rul
 total process count, the machine count and c10d rendezvous. accelerate starts the hpc_runner
 entrypoint on each of the node's ranks, which runs the user's script or function unchanged.
 
-On CPUs accelerate's only multi-process path is ``--multi_gpu`` with ``ACCELERATE_USE_CPU=true``
-(``--cpu`` alone starts one process): gloo mode exports that variable (``request``), so the same
-``--multi_gpu`` line serves CPUs and GPUs.
+The mode flag follows the accelerate config's ``distributed_type`` (read once, by ``config_check``):
+accelerate reads it only when no mode flag is given, so passing ``--multi_gpu`` always would run a
+DeepSpeed or FSDP config as plain DDP. DEEPSPEED gets ``--use_deepspeed`` (with the ``standard``
+multi-node launcher: torch's, one per node, not pdsh), FSDP ``--use_fsdp``, anything else
+``--multi_gpu``. On CPUs accelerate's only multi-process path is ``--multi_gpu`` with
+``ACCELERATE_USE_CPU=true`` (``--cpu`` alone starts one process): gloo mode exports that variable
+(``request``), so the same ``--multi_gpu`` line serves CPUs and GPUs.
 
 Importing this module is cheap and pure (``request`` uses :func:`program`); only :func:`main`, run
 inside the job, resolves addresses.
@@ -50,10 +54,39 @@ def node_script(nproc_per_node: int, init_timeout_s: int) -> str:
             f'PET_LOCAL_ADDR="$local_addr" exec "$0" {" ".join(ACCELERATE_LAUNCH)} {options} "$@"')
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How ``accelerate launch`` runs the ranks: its flags, and the words the dry run prints."""
+
+    flags: tuple[str, ...]
+    words: str
+
+
+MODES = {
+    "DEEPSPEED": Mode(("--use_deepspeed", "--deepspeed_multinode_launcher=standard"),
+                      "DeepSpeed (DeepSpeed must be installed where the job runs, or accelerate stops)"),
+    "FSDP": Mode(("--use_fsdp",), "FSDP (the config's fsdp_config)"),
+}
+DDP = Mode(("--multi_gpu",), "plain multi-process, one process per rank, no DeepSpeed or FSDP plugin "
+                             "(on CPUs in gloo mode: ACCELERATE_USE_CPU=true)")
+
+
+def mode(distributed_type: str | None) -> Mode:
+    """The mode for an accelerate config's distributed_type (None: no config, or it does not say)."""
+    return MODES.get(distributed_type or "", DDP)
+
+
+def mode_line(distributed_type: str | None) -> str:
+    """The dry run's line saying what accelerate will run."""
+    chosen = mode(distributed_type)
+    said = f"distributed_type {distributed_type}" if distributed_type else "no distributed_type given"
+    return f"accelerate launch {' '.join(chosen.flags)}: {chosen.words}; {said}"
+
+
 def program(python: str, nproc_per_node: int, init_timeout_s: int, config_file: str | None,
-            entry_argv: list[str]) -> tuple[str, ...]:
+            entry_argv: list[str], distributed_type: str | None = None) -> tuple[str, ...]:
     """What srun starts on each node: the node's bash line, the interpreter, then accelerate's fixed options."""
-    options = ["--multi_gpu", "--rdzv_backend=c10d", "--max_restarts=0"]
+    options = [*mode(distributed_type).flags, "--rdzv_backend=c10d", "--max_restarts=0"]
     options += [f"--config_file={config_file}"] if config_file else ["--mixed_precision=no", "--dynamo_backend=no"]
     return ("bash", "-c", node_script(nproc_per_node, init_timeout_s), python, *options,
             "--module", "hpc_runner.entrypoint", *entry_argv)

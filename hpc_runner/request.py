@@ -97,16 +97,18 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
     spec = _absolute_paths(spec, here)
     config = RunConfig.from_spec(spec, output_dir)
     tasks_per_node = 1 if spec.launcher in PER_NODE_LAUNCHERS else spec.ntasks_per_node
-    config_lines = config_check.check(spec, here)
+    checked = config_check.check(spec, here)
+    distributed_type = checked.accelerate.distributed_type if checked.accelerate is not None else None
+    launch_mode = (accelerate_launch.mode_line(distributed_type),) if spec.launcher == "accelerate" else ()
     return JobRequest(
-        name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=(*summary(spec), *config_lines),
+        name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=(*summary(spec), *checked.lines, *launch_mode),
         directives=_directives(spec), before_setup=_drop_inherited(spec), setup=spec.setup, env=_environment(spec),
         before_launch=_before_launch(spec, interpreter),
         # No --nodes/--ntasks: srun takes them from the allocation, so `sbatch --nodes 3` on a script
         # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
         srun=("--kill-on-bad-exit=1", "--mpi=none", "--label", f"--ntasks-per-node={tasks_per_node}",
               f"--cpus-per-task={spec.cpus_per_task * spec.ntasks_per_node // tasks_per_node}"),
-        program=_program(spec, interpreter, config), python=interpreter, output_dir=output_dir,
+        program=_program(spec, interpreter, config, distributed_type), python=interpreter, output_dir=output_dir,
         launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
         time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
@@ -202,10 +204,11 @@ def _absolute_paths(spec: JobSpec, here: str) -> JobSpec:
                                         if (path := getattr(spec, key)) is not None})
 
 
-def _program(spec: JobSpec, python: str, config: RunConfig) -> tuple[str, ...]:
+def _program(spec: JobSpec, python: str, config: RunConfig, distributed_type: str | None) -> tuple[str, ...]:
     entry_argv = config.to_argv()
     if spec.launcher == "accelerate":
-        return accelerate_launch.program(python, spec.ntasks_per_node, spec.init_timeout_s, spec.accelerate_config, entry_argv)
+        return accelerate_launch.program(python, spec.ntasks_per_node, spec.init_timeout_s, spec.accelerate_config, entry_argv,
+                                         distributed_type)
     if spec.launcher == "torchrun":
         return (python, "-u", "-m", TORCHRUN_MODULE, "--nproc-per-node", str(spec.ntasks_per_node), "--", *entry_argv)
     return (python, "-u", "-m", ENTRYPOINT_MODULE, *entry_argv)

@@ -155,3 +155,36 @@ def test_node_values_follow_the_environment_rules(environ: dict[str, str], words
 def test_a_node_value_with_white_space_is_refused_rather_than_misread() -> None:
     with pytest.raises(ValueError, match="white space"):
         accelerate_launch.NodeValues(0, 2, 4, "10.0.0.1", 1, "a b", "join_timeout=1").words()
+
+
+@pytest.mark.parametrize(("config", "flags", "words"), [
+    (None, ("--multi_gpu",), "accelerate launch --multi_gpu: plain multi-process, one process per rank"),
+    ("num_processes: 4\n", ("--multi_gpu",), "accelerate launch --multi_gpu: plain multi-process"),
+    ("distributed_type: MULTI_CPU\n", ("--multi_gpu",), "accelerate launch --multi_gpu: plain multi-process"),
+    ("distributed_type: MULTI_GPU\ndeepspeed_config: {}\n", ("--multi_gpu",), "accelerate launch --multi_gpu: plain multi-process"),
+    ("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n",
+     ("--use_deepspeed", "--deepspeed_multinode_launcher=standard"),
+     "accelerate launch --use_deepspeed --deepspeed_multinode_launcher=standard: DeepSpeed (DeepSpeed must be installed"),
+    ("distributed_type: FSDP\nfsdp_config:\n  fsdp_version: 2\n", ("--use_fsdp",), "accelerate launch --use_fsdp: FSDP"),
+], ids=["no-config", "config-without-a-type", "multi-cpu", "multi-gpu-with-an-empty-deepspeed-section", "deepspeed", "fsdp"])
+def test_the_mode_flag_follows_the_configs_distributed_type(config: str | None, flags: tuple[str, ...], words: str,
+                                                            tmp_path: Path) -> None:
+    # accelerate reads distributed_type only when no mode flag is given: --multi_gpu always ran DeepSpeed configs as DDP.
+    changes = {}
+    if config is not None:
+        (tmp_path / "acc.yaml").write_text(config)
+        changes["accelerate_config"] = "acc.yaml"
+    req = request.build(spec.from_mapping({**BASE, **changes}), cwd=str(tmp_path), python=sys.executable)
+    options = req.program[req.program.index(sys.executable) + 1:req.program.index("--rdzv_backend=c10d")]
+    assert options == flags
+    assert any(line.startswith(words) for line in req.summary)
+    assert f"# {next(line for line in req.summary if line.startswith('accelerate launch '))}" in render.render(req)
+
+
+def test_a_deepspeed_config_reaches_the_nodes_accelerate_launch(tmp_path: Path, fake_srun: Path) -> None:
+    (tmp_path / "acc.yaml").write_text("distributed_type: DEEPSPEED\nnum_machines: 2\ndeepspeed_config:\n  zero_stage: 2\n")
+    req = request.build(spec.from_mapping({**BASE, "accelerate_config": "acc.yaml"}), cwd=str(tmp_path), python=fake_python(tmp_path))
+    code, launched, _ = run_node(req, tmp_path, fake_srun, "0 2 4 10.0.0.1 12001 10.0.0.1 join_timeout=300,is_host=true")
+    assert code == 0
+    assert "--use_deepspeed" in launched and "--deepspeed_multinode_launcher=standard" in launched
+    assert "--multi_gpu" not in launched

@@ -1,6 +1,7 @@
 #!/bin/bash
 # hpc_runner job check: mode gloo, launcher accelerate
 # resources: 2 node(s) x 2 task(s) = 4 rank(s); 1 thread(s) per rank; 4 core(s) in total
+# accelerate launch --multi_gpu: plain multi-process, one process per rank, no DeepSpeed or FSDP plugin (on CPUs in gloo mode: ACCELERATE_USE_CPU=true); no distributed_type given
 #SBATCH --cpus-per-task=1
 #SBATCH --job-name=check
 #SBATCH --nodes=2

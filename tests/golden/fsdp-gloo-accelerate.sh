@@ -2,6 +2,7 @@
 # hpc_runner job fsdp: mode gloo, launcher accelerate
 # resources: 2 node(s) x 2 task(s) = 4 rank(s); 1 thread(s) per rank; 4 core(s) in total
 # data: 16384 samples / 4 rank(s) = 4096 samples per rank; batch 256 per rank -> 16 steps per epoch; effective batch 1024
+# accelerate launch --multi_gpu: plain multi-process, one process per rank, no DeepSpeed or FSDP plugin (on CPUs in gloo mode: ACCELERATE_USE_CPU=true); no distributed_type given
 #SBATCH --cpus-per-task=1
 #SBATCH --job-name=fsdp
 #SBATCH --nodes=2
