@@ -189,9 +189,13 @@ def _fix_hint(micro: int, grad: int, world: int) -> str:
             f"or change nodes / ntasks_per_node to the world size the file was written for")
 
 
-def deepspeed(spec: JobSpec, path: str, key: str = "deepspeed_config") -> BatchArithmetic:
-    """Read a DeepSpeed JSON and resolve its batch arithmetic for ``spec``."""
+def deepspeed(spec: JobSpec, path: str, key: str = "deepspeed_config", for_accelerate: bool = False) -> BatchArithmetic:
+    """Read a DeepSpeed JSON and resolve its batch arithmetic for ``spec`` (``for_accelerate``: a deepspeed_config_file)."""
     raw = _read(key, path, json.loads, "DeepSpeed JSON")
+    if for_accelerate and "zero_optimization" not in raw:
+        raise _fail(key, path, "no zero_optimization section; accelerate 1.15 refuses a deepspeed_config_file without one "
+                    "when the job starts (a ValueError on every rank)",
+                    'add "zero_optimization": {"stage": 0} (or the stage you want) to the file')
     train, micro, grad = (_batch_number(key, path, raw, name) for name in (TRAIN_BATCH, MICRO_BATCH, GRAD_ACCUM))
     if train is None and micro is None:
         raise _fail(key, path, f"neither {TRAIN_BATCH} nor {MICRO_BATCH} is set, and DeepSpeed refuses such a config",
@@ -298,11 +302,11 @@ def check(spec: JobSpec, cwd: str) -> Checked:
                     f"{accelerate_file}, as its deepspeed_config_file; the job would run with that one",
                     "point both at the same file, or remove deepspeed_config from the spec")
     if spec_file is not None:
-        lines.append(deepspeed(spec, spec_file).line())
+        lines.append(deepspeed(spec, spec_file, for_accelerate=spec_file == accelerate_file).line())
         if not (spec.launcher == "accelerate" and spec_file == accelerate_file):
             lines.append(f"deepspeed_config: {CHECKED_ONLY_DS}")
     if accelerate_file is not None and accelerate_file != spec_file:
-        lines.append(deepspeed(spec, accelerate_file, "accelerate_config").line())
+        lines.append(deepspeed(spec, accelerate_file, "accelerate_config", for_accelerate=True).line())
     elif found is not None and found.has_deepspeed and accelerate_file is None:
         # accelerate takes the micro-batch from the prepared dataloader, the accumulation from the section
         lines.append(resolve(found.source, None, AUTO, found.grad_accum, spec, "accelerate_config").line())

@@ -117,7 +117,7 @@ def test_an_accelerate_config_must_describe_the_specs_job(text: str, words: str 
 
 def test_an_accelerate_deepspeed_section_is_checked_with_its_own_file(tmp_path: Path) -> None:
     (tmp_path / "zero.json").write_text(json.dumps({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
-                                                    "gradient_accumulation_steps": 2}))
+                                                    "gradient_accumulation_steps": 2, "zero_optimization": {"stage": 2}}))
     lines = checked(tmp_path, accelerate="distributed_type: DEEPSPEED\nnum_processes: 4\n"
                                          "deepspeed_config:\n  deepspeed_config_file: zero.json\n  zero3_init_flag: false\n",
                     launcher="accelerate")
@@ -211,7 +211,7 @@ def test_a_deepspeed_config_no_launcher_passes_on_is_said_to_be_checked_only(tmp
 
 
 def test_a_deepspeed_config_the_accelerate_config_names_is_passed_on_not_checked_only(tmp_path: Path) -> None:
-    lines = checked(tmp_path, {"train_micro_batch_size_per_gpu": "auto"}, launcher="accelerate",
+    lines = checked(tmp_path, {"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 2}}, launcher="accelerate",
                     accelerate="distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
     assert not any("checked only" in line for line in lines)
     assert [line.split(":")[0] for line in lines] == [f"accelerate {tmp_path}/acc.yaml", f"deepspeed {tmp_path}/ds.json"]
@@ -237,3 +237,13 @@ def test_a_spec_deepspeed_file_beside_an_inline_accelerate_section_shows_both_an
     assert [line.split(": ", 1)[0] for line in lines] == [f"accelerate {tmp_path}/acc.yaml", f"deepspeed {tmp_path}/ds.json",
                                                           "deepspeed_config", f"deepspeed {tmp_path}/acc.yaml"]
     assert "gradient_accumulation_steps 4 (from the file)" in lines[3]
+
+
+@pytest.mark.parametrize("spec_names_it_too", [False, True])
+def test_a_deepspeed_file_for_accelerate_without_zero_optimization_is_refused(spec_names_it_too: bool, tmp_path: Path) -> None:
+    # accelerate 1.15's DeepSpeedPlugin: "Please specify the ZeRO optimization config in the DeepSpeed config."
+    (tmp_path / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto"}))
+    changes = {"deepspeed_config": "ds.json"} if spec_names_it_too else {}
+    with pytest.raises(SpecError, match="no zero_optimization section; accelerate 1.15 refuses a deepspeed_config_file without one"):
+        checked(tmp_path, launcher="accelerate", **changes,
+                accelerate="distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
