@@ -15,7 +15,10 @@ import importlib
 import inspect
 import json
 import os
+import shlex
 import shutil
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -27,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, sharded_checkpoint
 from . import spec as spec_mod
 from .demo import emulator_export
 from .errors import HpcRunnerError, InputError, SpecError
-from .schema import ExportSpec, FunctionEntry
+from .schema import ExportSpec, FunctionEntry, ScriptEntry
 
 PACKAGE_NAME = "model.pt2"
 EXAMPLE_BATCH = 8  # >= 2: torch.export takes an example size of 1 as a constant and would freeze the batch
@@ -95,19 +98,67 @@ def read_run(run_dir: Path) -> TrainedRun:
                          "written by hpc_runner; pass the output_dir of a run started by hpc-run") from None
     weights = run_dir / checkpoint.CHECKPOINT_NAME
     if not weights.is_file():
-        raise InputError(f"{run_dir} has no checkpoint ({checkpoint.CHECKPOINT_NAME})\n  hint: the run saves one at "
-                         "the end of every epoch; let it finish an epoch (or resume it), then export")
+        raise _no_checkpoint(run_dir)
     return TrainedRun(run_dir=run_dir, entry=target, params=params, checkpoint=weights, recipe=recipe)
+
+
+def _no_checkpoint(run_dir: Path) -> InputError:
+    """Why ``run_dir`` has no checkpoint.pt to export, and what to do: sharded saves are gathered first."""
+    name = checkpoint.CHECKPOINT_NAME
+    sharded = _sharded_save(run_dir)
+    if sharded is not None:
+        gather = _python_command("from torch.distributed.checkpoint.format_utils import dcp_to_torch_save; "
+                                 f"dcp_to_torch_save({json.dumps(str(sharded))}, {json.dumps(str(run_dir / name))})")
+        return InputError(f"{run_dir} holds a sharded checkpoint ({sharded}) but no {name}, and export cannot read "
+                          f"sharded (DCP) checkpoints yet\n  hint: gather it into one file with its 'model' entry, "
+                          f"then export again: {gather}")
+    full = _accelerate_weights(run_dir)
+    if full is not None:
+        read = "safetensors.torch.load_file" if full.suffix == ".safetensors" else "torch.load"
+        source, target = json.dumps(str(full)), json.dumps(str(run_dir / name))
+        write = _python_command(f"import torch, safetensors.torch; torch.save({{'model': {read}({source})}}, {target})")
+        return InputError(f"{run_dir} holds accelerate save_state weights ({full}) but no {name}, which export reads"
+                          f"\n  hint: write them as its 'model' entry, then export again: {write}")
+    return InputError(f"{run_dir} has no checkpoint ({name})\n  hint: it is written by ctx.save_checkpoint({{'model': "
+                      "model.state_dict(), ...}) (the demo calls it at the end of every epoch): let the run finish "
+                      "an epoch (or resume it), or, if its entry never calls save_checkpoint, add that call")
+
+
+def _python_command(code: str) -> str:
+    """A shell line that runs ``code`` with the interpreter running hpc-run (it has torch), quoted."""
+    return shlex.join([sys.executable, "-c", code])
+
+
+def _sharded_save(run_dir: Path) -> Path | None:
+    """The latest complete DCP save in the run (ours under checkpoints/, or accelerate's), if any."""
+    ours = sharded_checkpoint.latest_complete(run_dir / sharded_checkpoint.CHECKPOINTS_DIR)
+    if ours is not None:
+        return ours.path
+    found = [p.parent for p in _within(run_dir, sharded_checkpoint.METADATA_NAME)
+             if not p.parent.name.startswith("optimizer")]  # accelerate keeps the optimizer's shards apart
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _accelerate_weights(run_dir: Path) -> Path | None:
+    """A full state dict that accelerate's ``save_state`` wrote in the run, if any."""
+    found = [p for name in ("model.safetensors", "pytorch_model.bin") for p in _within(run_dir, name)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _within(run_dir: Path, name: str, depth: int = 3) -> list[Path]:
+    """Files called ``name`` at most ``depth`` folders below ``run_dir``."""
+    return [p for level in range(depth + 1) for p in run_dir.glob("/".join(["*"] * level + [name])) if p.is_file()]
 
 
 def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
     """The factory and input shape: the spec's ``export:`` section, else the built-in one of the demo emulator."""
     if spec_path is not None:
         job = spec_mod.load(spec_path, [])
-        trained_by = job.entrypoint.target if isinstance(job.entrypoint, FunctionEntry) else job.entrypoint.path
+        trained_by = _trained_by(job.entrypoint)
         if trained_by != run.entry:
             raise InputError(f"{spec_path} runs {trained_by}, but {run.run_dir} was trained by {run.entry}"
-                             "\n  hint: pass the spec the run was trained from")
+                             "\n  hint: pass the spec the run was trained from (a relative script path is found "
+                             "from the current directory, as hpc-run submit does: export from where you submitted)")
         if job.export is not None:
             return job.export
     if run.recipe is not None:
@@ -120,6 +171,13 @@ def recipe_for(run: TrainedRun, spec_path: str | None) -> ExportSpec:
     raise InputError(f"{run.run_dir} was trained by {run.entry}, and hpc-run does not know how to rebuild its model"
                      f"\n  hint: add {SPEC_HINT} to its job spec (runs started from it record it), or pass that spec: "
                      f"hpc-run export {run.run_dir} --spec SPEC")
+
+
+def _trained_by(entry: FunctionEntry | ScriptEntry) -> str:
+    """What run.json records as the entry: the function, or the script's absolute path (as submit makes it)."""
+    if isinstance(entry, FunctionEntry):
+        return entry.target
+    return os.path.abspath(os.path.join(os.getcwd(), os.path.expanduser(entry.path)))
 
 
 def rebuild(run: TrainedRun, recipe: ExportSpec) -> nn.Module:
@@ -174,8 +232,23 @@ def example_input(model: nn.Module, recipe: ExportSpec, batch: int) -> torch.Ten
     return torch.randn((batch, *recipe.input_shape), generator=generator, dtype=dtypes[0] if dtypes else torch.float32)
 
 
+def check_input_shape(model: nn.Module, recipe: ExportSpec) -> None:
+    """Run the model eagerly on the example input, so a wrong ``export.input_shape`` is named as such."""
+    x = example_input(model, recipe, EXAMPLE_BATCH)
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:  # a model may raise anything on an input that does not fit; all mean "not this shape"
+        shape = list(recipe.input_shape)
+        raise InputError(f"the model fails on an example input of shape {list(x.shape)} (batch {EXAMPLE_BATCH}, then "
+                         f"export.input_shape {shape}): {_first_line(exc)}\n  hint: check export.input_shape "
+                         f"({shape}) against the model's first layer: one example's shape, without the batch "
+                         "dimension") from None
+
+
 def capture(model: nn.Module, recipe: ExportSpec) -> torch.export.ExportedProgram:
     """``torch.export`` of the model with the batch dimension dynamic (1 and up)."""
+    check_input_shape(model, recipe)
     batch = torch.export.Dim("batch", min=1)
     try:
         return torch.export.export(model, (example_input(model, recipe, EXAMPLE_BATCH),), dynamic_shapes=({0: batch},))
@@ -191,7 +264,7 @@ def compile_package(program: torch.export.ExportedProgram, package: Path, say: S
     if shutil.which(compiler) is None:
         raise ExportError(f"AOTInductor compiles C++ and needs {compiler}, which is not on PATH\n  hint: install it "
                           "(apt-get install g++) or point CXX at a C++ compiler")
-    package.parent.mkdir(parents=True, exist_ok=True)
+    package.parent.mkdir(parents=True, exist_ok=True)  # check_destination found it creatable
     started = time.monotonic()
     try:
         with _heartbeat(say, "compiling"), warnings.catch_warnings():
@@ -202,6 +275,23 @@ def compile_package(program: torch.export.ExportedProgram, package: Path, say: S
                           "TORCH_LOGS=output_code to see the generated code; check that the C++ compiler works "
                           f"({compiler} --version) and the disk has space under {package.parent}") from exc
     return time.monotonic() - started
+
+
+def check_destination(package: Path) -> None:
+    """Refuse, before any work, a package path whose folder cannot be made or written."""
+    if package.is_dir():
+        raise InputError(f"--output {package} is a folder\n  hint: name the file to write, e.g. "
+                         f"{package / PACKAGE_NAME}")
+    existing = next(p for p in (package.parent, *package.parent.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise InputError(f"--output {package} cannot be written: {existing} is a file, not a folder"
+                         "\n  hint: choose a path under a folder (or one that can be made)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InputError(f"--output {package} cannot be written: no file can be made in {existing} "
+                         f"({exc.strerror or exc})\n  hint: choose a folder you can write to") from None
 
 
 def check_package(package: Path, model: nn.Module, recipe: ExportSpec) -> float:
@@ -225,6 +315,7 @@ def export_run(run_dir: Path, package: Path | None = None, spec_path: str | None
     package = package or run_dir / PACKAGE_NAME
     if package.suffix != ".pt2":
         raise InputError(f"--output {package}: an AOTInductor package's name ends in .pt2")
+    check_destination(package)
     recipe = recipe_for(run, spec_path)
     say(f"rebuilding {recipe.model} with the weights in {run.checkpoint}")
     model = rebuild(run, recipe)

@@ -7,19 +7,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from hpc_runner import checkpoint, cpp_example, export, request, tensor_file
+from hpc_runner import checkpoint, cpp_example, export, request, sharded_checkpoint, tensor_file
 from hpc_runner.cli import cli
 from hpc_runner.demo import emulator
 from hpc_runner.run_config import RunConfig
-from hpc_runner.schema import ExportSpec, FunctionEntry
+from hpc_runner.schema import Entry, ExportSpec, FunctionEntry, ScriptEntry
 from hpc_runner.spec import from_mapping
 from tests.conftest import EMULATOR, ROOT, SMALL, hpc_run
 
@@ -117,9 +119,10 @@ def test_the_exported_program_keeps_the_batch_dimension_dynamic() -> None:
 # --- a model of your own: the spec's export section names its factory ---------------------------
 
 def recorded_run(folder: Path, function: str, params: dict[str, object], weights: dict | None = None,
-                 recipe: ExportSpec | None = None) -> Path:
+                 recipe: ExportSpec | None = None, entry: Entry | None = None) -> Path:
     """A run directory as the entrypoint records it (run.json) with, optionally, a checkpoint."""
-    config = RunConfig(mode="gloo", entry=FunctionEntry(function, params), output_dir=str(folder), init_timeout_s=300,
+    entry = entry or FunctionEntry(function, params)
+    config = RunConfig(mode="gloo", entry=entry, output_dir=str(folder), init_timeout_s=300,
                        data=None, max_restarts=0, collective_timeout_s=1800, resume="auto", requeue_handler="auto",
                        export=recipe)
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,3 +259,121 @@ def test_a_factory_that_needs_more_than_the_run_recorded_is_named(tmp_path: Path
     spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:needs_depth', input_shape: [3]}")
     code, output = run_export(str(run), "--spec", spec)
     assert code == 2 and "cannot be called with the run's params" in output and "'depth'" in output
+
+
+# --- review findings: each was a wrong answer or a traceback ---------------------------------------
+
+SMALL_MLP_EXPORT = "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [3]}"
+
+
+def test_a_spec_with_a_relative_script_path_matches_the_run_it_trained(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "train.py"  # run.json records the absolute path submit made of `script: train.py`
+    run = export.read_run(recorded_run(tmp_path / "run", "", {}, {}, entry=ScriptEntry(str(script))))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"name: mine\nentrypoint:\n  script: train.py\nexport: {SMALL_MLP_EXPORT}\n")
+    monkeypatch.chdir(tmp_path)  # where it was submitted from, as the README's own form
+    assert export.recipe_for(run, "job.yaml") == ExportSpec("tests.fixtures.export_models:small_mlp", (3,))
+    monkeypatch.chdir(tmp_path / "run")  # elsewhere, train.py is another file: refused, saying why
+    with pytest.raises(export.InputError, match="from the current directory, as hpc-run submit does"):
+        export.recipe_for(run, str(spec))
+
+
+def run_hint(run: Path) -> str:
+    """Export the run, which must refuse it (exit 2); returns the shell command its hint gives."""
+    code, output = run_export(str(run))
+    assert code == 2 and "finish an epoch" not in output, output
+    return output.split("then export again: ", 1)[1].strip()
+
+
+def follow(command: str) -> None:
+    """Run a hint's command in a shell, as the user would paste it."""
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_sharded_checkpoint_is_named_with_the_command_that_gathers_it(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from tests.fixtures.export_models import small_mlp
+
+    trained = small_mlp()
+    run = recorded_run(tmp_path / "my run's", "mine.train:main", {}, recipe=ExportSpec(
+        "tests.fixtures.export_models:small_mlp", (3,)))  # a quote in the path: the hint must still run
+    step = sharded_checkpoint.step_path(run / sharded_checkpoint.CHECKPOINTS_DIR, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no process group: DCP saves as one process
+        dcp.save({"model": trained.state_dict(), "optimizer": {}}, checkpoint_id=step)
+    (step / sharded_checkpoint.COMMIT_NAME).write_text("{}")
+    command = run_hint(run)
+    assert "dcp_to_torch_save" in command and str(step) in " ".join(shlex.split(command))
+    follow(command)
+    rebuilt = export.rebuild(export.read_run(run), export.recipe_for(export.read_run(run), None))
+    x = torch.randn(4, 3)
+    assert torch.equal(rebuilt(x), trained(x))
+
+
+def test_accelerate_save_state_weights_are_named_with_the_command_that_converts_them(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    from tests.fixtures.export_models import small_mlp
+
+    trained = small_mlp()
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, recipe=ExportSpec(
+        "tests.fixtures.export_models:small_mlp", (3,)))
+    (run / "checkpoints" / "checkpoint_0").mkdir(parents=True)
+    save_file(trained.state_dict(), run / "checkpoints" / "checkpoint_0" / "model.safetensors")
+    command = run_hint(run)
+    assert "safetensors.torch.load_file" in command
+    follow(command)
+    rebuilt = export.rebuild(export.read_run(run), export.recipe_for(export.read_run(run), None))
+    x = torch.randn(4, 3)
+    assert torch.equal(rebuilt(x), trained(x))
+
+
+def test_a_run_without_any_checkpoint_says_to_call_save_checkpoint(tmp_path: Path) -> None:
+    code, output = run_export(str(recorded_run(tmp_path / "run", "mine.train:main", {})))
+    assert code == 2 and "has no checkpoint" in output and "never calls save_checkpoint" in output
+
+
+@pytest.mark.parametrize("where, says", [
+    ("a file/m.pt2", "is a file, not a folder"),
+    ("/proc/hpc-runner-test/m.pt2", "no file can be made in /proc"),
+])
+def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path: Path, where: str, says: str) -> None:
+    from tests.fixtures.export_models import small_mlp
+
+    (tmp_path / "a file").write_text("")
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, small_mlp().state_dict(),
+                       ExportSpec("tests.fixtures.export_models:small_mlp", (3,)))
+    code, output = run_export(str(run), "-o", str(tmp_path / where))
+    assert code == 2 and says in output and "--output" in output, output
+    assert "rebuilding" not in output  # refused before the model is rebuilt, let alone compiled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, says", [
+    (["--bench"], "--bench needs one ITERATIONS count"),
+    (["--bench", "-5"], "--bench needs a positive integer, got '-5'"),
+    (["--bench", "0"], "--bench needs a positive integer, got '0'"),
+    (["--bench", "abc"], "--bench needs a positive integer, got 'abc'"),
+    (["--bench", "3", "--threads", "x"], "--threads needs a positive integer, got 'x'"),
+    (["--bench", "3", "--threads"], "--threads needs a positive integer"),
+    (["out.tensor", "extra"], "unexpected argument 'extra'"),
+    ([], "expected MODEL.pt2 INPUT.tensor"),
+])
+def test_the_cpp_example_refuses_bad_arguments_with_its_usage(cpp_program: Path, tmp_path: Path, args: list[str],
+                                                              says: str) -> None:
+    argv = [str(cpp_program), *([str(tmp_path / "m.pt2"), str(tmp_path / "x.tensor")] if args else []), *args]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    assert result.returncode == 2 and says in result.stderr and "usage: aoti_infer" in result.stderr, result
+    assert result.stdout == ""  # no half JSON line
+
+
+def test_a_wrong_input_shape_is_named_without_torch_noise(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from tests.fixtures.export_models import small_mlp
+
+    run = recorded_run(tmp_path / "run", "mine.train:main", {}, small_mlp().state_dict())
+    spec = spec_file(tmp_path, "mine.train:main", "{model: 'tests.fixtures.export_models:small_mlp', input_shape: [7]}")
+    code, output = run_export(str(run), "--spec", spec)
+    printed = output + capfd.readouterr().err
+    assert code == 2 and "check export.input_shape ([7]) against the model's first layer" in output
+    assert "data-dependent" not in printed and "fake_tensor" not in printed and "meta for" not in printed

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -60,31 +61,77 @@ double seconds_per_call(torch::inductor::AOTIModelPackageLoader& model, const st
   return elapsed.count() / iterations;
 }
 
-int usage() {
-  std::cerr << "usage: aoti_infer MODEL.pt2 INPUT.tensor (OUTPUT.tensor | --bench ITERATIONS) [--threads N]\n";
+int usage(const std::string& problem) {
+  std::cerr << "aoti_infer: " << problem << "\n"
+            << "usage: aoti_infer MODEL.pt2 INPUT.tensor (OUTPUT.tensor | --bench ITERATIONS) [--threads N]\n";
   return 2;
+}
+
+// A positive integer, all digits (no sign, no suffix); nothing otherwise.
+std::optional<int> positive(const std::string& text) {
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  int value = std::stoi(text);
+  return value > 0 ? std::optional<int>(value) : std::nullopt;
+}
+
+struct Options {
+  std::string model, input, output;  // output is empty when benchmarking
+  int iterations = 0;                // calls to time (--bench); 0: run once and write the output
+  int threads = 0;                   // intra-op threads (--threads); 0: LibTorch's default
+};
+
+// No Options: the command line's problem goes to `problem`.
+std::optional<Options> fail(std::string& problem, const std::string& text) {
+  problem = text;
+  return std::nullopt;
+}
+
+// The command line as Options, or the usage problem in words.
+std::optional<Options> parse(std::vector<std::string> args, std::string& problem) {
+  Options options;
+  if (!args.empty() && args.back() == "--threads") return fail(problem, "--threads needs a positive integer");
+  if (args.size() >= 2 && args[args.size() - 2] == "--threads") {
+    std::optional<int> threads = positive(args.back());
+    if (!threads) return fail(problem, "--threads needs a positive integer, got '" + args.back() + "'");
+    options.threads = *threads;
+    args.resize(args.size() - 2);
+  }
+  if (args.size() < 3) return fail(problem, "expected MODEL.pt2 INPUT.tensor and an output or --bench");
+  options.model = args[0];
+  options.input = args[1];
+  if (args[2] == "--bench") {
+    if (args.size() != 4) return fail(problem, "--bench needs one ITERATIONS count");
+    std::optional<int> iterations = positive(args[3]);
+    if (!iterations) return fail(problem, "--bench needs a positive integer, got '" + args[3] + "'");
+    options.iterations = *iterations;
+  } else if (args.size() != 3 || args[2].rfind("--", 0) == 0) {
+    return fail(problem, "unexpected argument '" + args.back() + "'");
+  } else {
+    options.output = args[2];
+  }
+  return options;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() >= 2 && args[args.size() - 2] == "--threads") {
-    torch::set_num_threads(std::stoi(args.back()));
-    args.resize(args.size() - 2);
-  }
-  if (args.size() != 3 && !(args.size() == 4 && args[2] == "--bench")) return usage();
+  std::string problem;
+  std::optional<Options> options = parse(std::vector<std::string>(argv + 1, argv + argc), problem);
+  if (!options) return usage(problem);
   try {
+    if (options->threads > 0) torch::set_num_threads(options->threads);
     torch::NoGradGuard no_grad;
-    if (!std::ifstream(args[0])) throw std::runtime_error("cannot open " + args[0] + " (write one: hpc-run export RUN_DIR)");
-    torch::inductor::AOTIModelPackageLoader model(args[0]);  // the package hpc-run export wrote
-    std::vector<torch::Tensor> inputs{read_tensor(args[1])};
-    if (args[2] == "--bench") {
+    if (!std::ifstream(options->model))
+      throw std::runtime_error("cannot open " + options->model + " (write one: hpc-run export RUN_DIR)");
+    torch::inductor::AOTIModelPackageLoader model(options->model);  // the package hpc-run export wrote
+    std::vector<torch::Tensor> inputs{read_tensor(options->input)};
+    if (options->iterations > 0) {
+      double seconds = seconds_per_call(model, inputs, options->iterations);
       std::cout << "{\"batch\": " << inputs[0].size(0) << ", \"threads\": " << torch::get_num_threads()
-                << ", \"seconds_per_call\": " << seconds_per_call(model, inputs, std::stoi(args[3])) << "}\n";
+                << ", \"seconds_per_call\": " << seconds << "}\n";
       return 0;
     }
-    write_tensor(model.run(inputs).at(0), args[2]);
+    write_tensor(model.run(inputs).at(0), options->output);
     return 0;
   } catch (const std::exception& error) {  // LibTorch's messages end in a C++ stack: print the message alone
     std::string message = error.what();
