@@ -16,7 +16,7 @@ import pytest
 
 from hpc_runner import job_control
 
-from .conftest import ROOT, hpc_run, render, sbatch
+from .conftest import ROOT, hpc_run, node_addresses, render, sbatch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,10 +45,22 @@ def probe_spec(tmp_path: Path) -> Path:
     return spec
 
 
-def dumps(folder: Path) -> dict[tuple[str, str], dict]:
-    """Each rank's dump, by (node, local rank)."""
+def dumps(folder: Path, addresses: dict[str, str]) -> dict[tuple[str, str], dict]:
+    """Each rank's dump, by (node, local rank). SLURM may place the two jobs on different nodes (another
+    test's job holds some): nodes are named by their place in the job (<node0>, <node1>) and their names,
+    addresses and the job's node list are written so in every value."""
     found = [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
-    return {(d["env"]["SLURMD_NODENAME"], d["env"]["LOCAL_RANK"]): d for d in found}
+    nodes = sorted({d["env"]["SLURMD_NODENAME"] for d in found})
+    words = {d["env"]["SLURM_JOB_NODELIST"]: "<nodelist>" for d in found}
+    for i, node in enumerate(nodes):
+        words |= {addresses[node]: f"<addr{i}>", node: f"<node{i}>"}
+    pattern = re.compile("|".join(rf"(?<![\w.]){re.escape(w)}(?![\w.])" for w in sorted(words, key=len, reverse=True)))
+
+    def placed(value: str) -> str:
+        return pattern.sub(lambda m: words[m.group(0)], value)
+
+    return {(placed(d["env"]["SLURMD_NODENAME"]), d["env"]["LOCAL_RANK"]):
+            {**d, "env": {k: placed(v) for k, v in d["env"].items()}} for d in found}
 
 
 def comparable(dump: dict) -> dict:
@@ -72,8 +84,9 @@ def test_render_sbatch_and_submit_start_the_same_ranks(testbed: dict[str, str], 
     job_file = next(log.parent.glob("*_submission.sh")).read_text()
     printed = dry.stdout[dry.stdout.index("#!/bin/bash"):].removesuffix("\n")  # less our header and echo's newline
     assert job_file == printed.replace(dry_folder, str(log.parent))
-    rendered, via_submitit = dumps(tmp_path / "rendered"), dumps(tmp_path / "dumps")
-    assert sorted(rendered) == sorted(via_submitit) == [("n1", "0"), ("n2", "0")]
+    addresses = node_addresses(testbed)
+    rendered, via_submitit = dumps(tmp_path / "rendered", addresses), dumps(tmp_path / "dumps", addresses)
+    assert sorted(rendered) == sorted(via_submitit) == [("<node0>", "0"), ("<node1>", "0")]
     assert sorted(d["env"]["RANK"] for d in via_submitit.values()) == ["0", "1"]
     for place in rendered:
         a, b = comparable(rendered[place]), comparable(via_submitit[place])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpc_runner import job_control as jobs
+from hpc_runner.environment import expand_nodelist
 
 from .conftest import CHECK, DRILLS, EMULATOR, HPC_RUN, ROOT, SMALL, hpc_run, node_addresses, render, sbatch
 
@@ -85,7 +86,8 @@ def test_torchrun_launcher(testbed: dict[str, str], tmp_path: Path) -> None:
                                      "--set", "launcher=torchrun", "--set", f"output_dir={tmp_path}/out", *SMALL], testbed, tmp_path)
     log = (tmp_path / f"emulator-{job_id}.out").read_text()
     assert final.state == "COMPLETED", log
-    assert f"torchrun rendezvous at {node_addresses(testbed)['n1']}:" in log
+    first_node = expand_nodelist(final.nodes)[0]  # whichever nodes SLURM gave (another test may hold n1)
+    assert f"torchrun rendezvous at {node_addresses(testbed)[first_node]}:" in log
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 4 and metrics["steps_per_epoch"] == 2048 // 4 // 32
     assert log.count("wrote ") == 1
@@ -99,7 +101,7 @@ def test_users_torchrun_style_script_runs_unchanged(testbed: dict[str, str], tmp
     assert final.state == "COMPLETED", (tmp_path / f"user-{job_id}.out").read_text()
     gathered = json.loads((tmp_path / "seen.json").read_text())
     assert [g["rank"] for g in gathered] == [0, 1, 2, 3]
-    assert {g["node"] for g in gathered} == {"n1", "n2"}
+    assert {g["node"] for g in gathered} == set(expand_nodelist(final.nodes)) and len(set(expand_nodelist(final.nodes))) == 2
     assert sorted(i for g in gathered for i in g["seen"]) == list(range(100))  # a partition, no overlap
 
 
@@ -129,7 +131,7 @@ def test_nccl_directives_accepted_by_sbatch_test_only(testbed: dict[str, str], t
 
 
 def test_env_json_under_a_real_uneven_step(testbed: dict[str, str], tmp_path: Path) -> None:
-    result = subprocess.run(["srun", "-N2", "-n3", "--mpi=none", HPC_RUN, "env", "--json"], env=testbed, cwd=tmp_path,
+    result = subprocess.run(["srun", "-w", "n1,n2", "-N2", "-n3", "--exclusive", "--mpi=none", HPC_RUN, "env", "--json"], env=testbed, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = sorted((json.loads(line) for line in result.stdout.splitlines()), key=lambda r: r["rank"])

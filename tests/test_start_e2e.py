@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hpc_runner import job_control
+from hpc_runner.environment import expand_nodelist
 
 from .conftest import CHECK, EMULATOR, HPC_RUN, ROOT, SMALL, hpc_run, node_addresses, render, sbatch
 
@@ -45,7 +46,7 @@ def test_every_node_has_its_own_address_and_a_name_dns_does_not_know(testbed: di
 
 def test_a_server_on_one_nodes_loopback_is_unreachable_from_another(testbed: dict[str, str], tmp_path: Path) -> None:
     n1 = node_addresses(testbed)["n1"]
-    subprocess.run(["srun", "-N2", "-n2", "--mpi=none", sys.executable, str(ROOT / "tests" / "fixtures" / "loopback_probe.py"),
+    subprocess.run(["srun", "-w", "n1,n2", "-N2", "-n2", "--mpi=none", sys.executable, str(ROOT / "tests" / "fixtures" / "loopback_probe.py"),
                     str(tmp_path), "23999", n1], env=testbed, capture_output=True, text=True, timeout=120, check=True)
     assert json.loads((tmp_path / "reach.json").read_text()) == {"own_loopback": False, "node0_address": False}
 
@@ -55,7 +56,7 @@ def test_torchrun_alone_misses_its_rendezvous_host_and_ours_does_not(testbed: di
     name's, no agent hosts the store. The launcher tells the first node it is the host."""
     n1 = node_addresses(testbed)["n1"]
     plain = subprocess.run(
-        ["srun", "-N2", "--ntasks-per-node=1", "--mpi=none", sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+        ["srun", "-w", "n1,n2", "-N2", "--ntasks-per-node=1", "--mpi=none", sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
          "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={n1}:24111", "--rdzv-id=plain",
          "--rdzv-conf=read_timeout=5,join_timeout=10", "--max-restarts=0", "-m", "hpc_runner.demo.echo"],
         env=testbed, capture_output=True, text=True, timeout=180, cwd=tmp_path)
@@ -63,8 +64,9 @@ def test_torchrun_alone_misses_its_rendezvous_host_and_ours_does_not(testbed: di
     job_id = sbatch(render([EMULATOR, "--mode", "gloo", "--nodes", "2", "--ntasks-per-node", "2", "--set", "launcher=torchrun",
                             "--set", f"output_dir={tmp_path}/out", *SMALL], testbed, tmp_path), testbed, tmp_path)
     log = (tmp_path / f"emulator-{job_id}.out")
-    assert finished(job_id).state == "COMPLETED", log.read_text()
-    assert f"torchrun rendezvous at {n1}:" in log.read_text()
+    final = finished(job_id)
+    assert final.state == "COMPLETED", log.read_text()
+    assert f"torchrun rendezvous at {node_addresses(testbed)[expand_nodelist(final.nodes)[0]]}:" in log.read_text()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["world_size"] == 4
 
 
@@ -100,23 +102,26 @@ def master_of(tmp_path: Path, name: str) -> tuple[str, int]:
 def test_ports_explicit_inherited_and_reserved(testbed: dict[str, str], tmp_path: Path) -> None:
     """An explicit MASTER_PORT (spec env) wins; one inherited from the submitting shell is dropped with a
     warning; otherwise the port SLURM reserved for the step (MpiParams=ports=12000-12999 on the testbed)."""
-    n1 = node_addresses(testbed)["n1"]
+    addresses = node_addresses(testbed)
     common = [CHECK, "--mode", "gloo", "--nodes", "2", *QUICK_CHECK]
     runs = {"explicit": ["--set", "env.MASTER_PORT=23456"], "inherited": [], "reserved": []}
     ids = {}
     for name, extra in runs.items():
         shell = {**testbed, "MASTER_PORT": "29500", "MASTER_ADDR": "10.9.9.9"} if name == "inherited" else testbed
         ids[name] = sbatch(render([*common, *extra, "--set", f"output_dir={tmp_path}/{name}"], testbed, tmp_path), shell, tmp_path)
+    first = {}  # each job's first node's address: whichever nodes SLURM gave it
     for name, job_id in ids.items():
-        assert finished(job_id).state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
-    assert master_of(tmp_path, "explicit") == (n1, 23456)
-    assert master_of(tmp_path, "inherited")[0] == n1 and 12000 <= master_of(tmp_path, "inherited")[1] <= 12999
+        final = finished(job_id)
+        assert final.state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
+        first[name] = addresses[expand_nodelist(final.nodes)[0]]
+    assert master_of(tmp_path, "explicit") == (first["explicit"], 23456)
+    assert master_of(tmp_path, "inherited")[0] == first["inherited"] and 12000 <= master_of(tmp_path, "inherited")[1] <= 12999
     assert "ignoring MASTER_PORT=29500 inherited from the submitting shell" in (tmp_path / f"check-{ids['inherited']}.out").read_text()
     assert 12000 <= master_of(tmp_path, "reserved")[1] <= 12999
-    shown = subprocess.run(["srun", "-N1", "--mpi=none", HPC_RUN, "env"], env=testbed, capture_output=True, text=True,
+    shown = subprocess.run(["srun", "-w", "n1", "-N1", "--mpi=none", HPC_RUN, "env"], env=testbed, capture_output=True, text=True,
                            timeout=120, check=True).stdout
     assert re.search(r"port_rule\s+reserved for this step by SLURM", shown), shown
-    assert re.search(rf"master_addr\s+{re.escape(n1)}", shown) and "addr_rule         first node n1" in shown
+    assert re.search(rf"master_addr\s+{re.escape(addresses['n1'])}", shown) and "addr_rule         first node n1" in shown
 
 
 def test_the_master_address_is_looked_up_once_per_job_not_once_per_rank(testbed: dict[str, str], tmp_path: Path) -> None:
@@ -130,7 +135,8 @@ def test_the_master_address_is_looked_up_once_per_job_not_once_per_rank(testbed:
     shell = {**testbed, "PATH": f"{shim}:{testbed['PATH']}"}  # sbatch passes the submitting shell's PATH on
     job_id = sbatch(render([CHECK, "--mode", "gloo", "--nodes", "2", "--ntasks-per-node", "2", *QUICK_CHECK,
                             "--set", f"output_dir={tmp_path}/out"], testbed, tmp_path), shell, tmp_path)
-    assert finished(job_id).state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
+    final = finished(job_id)
+    assert final.state == "COMPLETED", (tmp_path / f"check-{job_id}.out").read_text()
     lookups = [line for line in calls.read_text().splitlines() if line.startswith("show node")]
     assert len(lookups) == 1, lookups
-    assert master_of(tmp_path, "out")[0] == node_addresses(testbed)["n1"]
+    assert master_of(tmp_path, "out")[0] == node_addresses(testbed)[expand_nodelist(final.nodes)[0]]
