@@ -189,18 +189,20 @@ def _handwritten_throughput(world: int, samples: int, batch: int, hidden: int, e
     return json.loads(outs[0].strip().splitlines()[-1])["samples_per_second"]
 
 
-def bench_ddp(repeats: int = 5) -> None:
+def bench_ddp(repeats: int = 7) -> None:
     shape = dict(samples=16384, batch=128, hidden=256, epochs=5)
     ours, hand = [], []
     for _ in range(repeats):
         ours.append(_emulator_throughput(2, **shape))
         hand.append(_handwritten_throughput(2, **shape))
-    a, b = statistics.median(ours), statistics.median(hand)
-    record("DDP step throughput: entrypoint vs hand-written loop", f"{a:.0f} samples/s", f"{b:.0f} samples/s", a / b,
-           ">= 0.98x", a / b >= 0.98,
+    ratios = sorted(o / h for o, h in zip(ours, hand))
+    a, b, ratio = statistics.median(ours), statistics.median(hand), statistics.median(ratios)
+    record("DDP step throughput: entrypoint vs hand-written loop", f"{a:.0f} samples/s", f"{b:.0f} samples/s", ratio,
+           ">= 0.98x", ratio >= 0.98,
            f"2 ranks x 1 thread over Gloo, MLP hidden {shape['hidden']}, batch {shape['batch']} per rank, "
-           f"{shape['samples']} samples, epochs 2-{shape['epochs']} timed; median of {repeats} interleaved runs "
-           "(benchmarks/handwritten_ddp.py vs the emulator through `python -m hpc_runner.entrypoint`)")
+           f"{shape['samples']} samples, epochs 2-{shape['epochs']} timed; median of {repeats} interleaved pairs, "
+           f"spread {ratios[0]:.2f}x-{ratios[-1]:.2f}x (benchmarks/handwritten_ddp.py vs the emulator through "
+           "`python -m hpc_runner.entrypoint`)")
 
 
 def bench_two_ranks(repeats: int = 7) -> None:
@@ -353,7 +355,15 @@ def write_report(scale: list[str]) -> None:
               "exchange nothing against 1 rank (what sharing the two cores costs: memory bandwidth, caches, the "
               "clock of two busy cores, the sandbox's scheduler) and 2 ranks with DDP against those 2 ranks (the "
               "gradient all-reduce: 1 MB per step over loopback TCP, Gloo's only transport). Thread CPU time per "
-              "rank shows Gloo's own threads at about 1% of a rank's CPU; the all-reduce costs its wait, not CPU.",
+              "rank shows Gloo's own threads at about 1% of a rank's CPU; the all-reduce costs its wait, not CPU. "
+              "Measured by hand on 2026-11-25 to find the rest: two bare training loops of this shape (no "
+              "DataLoader, no process group) take 63-64 ms a step alone or two at once, so the cores themselves "
+              "allow about 1.97x; a 1 MB Gloo all-reduce between the two ranks takes 1.5 ms (median; 90th "
+              "percentile 6 ms); DDP adds 8-18 ms a step over `no_sync`, most of it waiting for the slower rank, "
+              "as steps on this VM vary from 65 to 110 ms; DDP buckets of 0.5 MB and `gradient_as_bucket_view` "
+              "changed nothing measurable. The same 8 steps of one epoch took 558 ms to 863 ms from one epoch to "
+              "the next, which is the row's spread: the 1.85x target is out of reach here, bounded by the "
+              "synchronous step on a VM whose step time varies by a third.",
               "- Rendezvous at scale: every simulated rank runs on this machine's 2 cores, so at thousands of "
               "ranks the clients' own work (a thread, a connection, four store calls in Python) sets the wall "
               "time for ours and torch's alike; on a cluster each rank has its own node and the store's single "
