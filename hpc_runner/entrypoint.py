@@ -133,7 +133,10 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, 
             dist.barrier()  # leave together: a rank tearing down while others still talk aborts in gloo
         return result, ours and requeue.requeue_expected(ctx.restart_count, config.max_restarts)
     finally:
-        if owns_group and dist.is_initialized():
+        # Ours, or one a script left up (as accelerate scripts do unless they call end_training): destroyed
+        # here, as accelerate's end_training would, so that Gloo's threads never outlive the interpreter
+        # (that aborts the rank at exit: "terminate called without an active exception").
+        if (owns_group or not function_entry) and dist.is_initialized():
             dist.destroy_process_group()
 
 
