@@ -115,13 +115,11 @@ class NodeValues:
 def node_values(env: DistEnv, nproc_per_node: int, local_addr: str, join_timeout_s: int) -> NodeValues:
     """This node's values from its DistEnv (one task per node); pure, tested with tables.
 
-    The first node hosts the rendezvous store unless the address was set explicitly: torch's own guess
-    compares the endpoint with the host name, which fails where names and addresses differ (the rule
-    ``hpc_runner.torchrun_launch`` applies to torchrun, for the same reason).
+    The rendezvous settings are torchrun's (``torchrun_launch.rdzv_conf``): the same agent runs under both.
     """
-    conf = [f"join_timeout={join_timeout_s}"]
-    if not env.addr_rule.startswith("MASTER_ADDR"):
-        conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
+    from .torchrun_launch import rdzv_conf  # here: rendering imports this module and needs none of that
+
+    conf = rdzv_conf(env, join_timeout_s)
     return NodeValues(machine_rank=env.node_rank, num_machines=env.num_nodes, num_processes=env.num_nodes * nproc_per_node,
                       main_process_ip=env.master_addr, main_process_port=env.master_port,
                       local_addr=local_addr, rdzv_conf=",".join(conf))

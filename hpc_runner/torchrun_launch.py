@@ -19,6 +19,16 @@ from .hosts import resolve_address
 from .run_config import RunConfig
 
 
+def rdzv_conf(env: environment.DistEnv, join_timeout_s: int | None) -> list[str]:
+    """c10d rendezvous settings for one node's agent (torchrun's or accelerate's): the first node hosts the
+    store unless the address was set explicitly, since torch's own guess compares the endpoint with the
+    host name, which fails where names and addresses differ."""
+    conf = [] if join_timeout_s is None else [f"join_timeout={join_timeout_s}"]
+    if not env.addr_rule.startswith("MASTER_ADDR"):
+        conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
+    return conf
+
+
 def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, entry_argv: list[str],
                   local_addr: str | None = None, join_timeout_s: int | None = None) -> list[str]:
     """The torchrun command line for this node (pure; tested with tables).
@@ -40,9 +50,7 @@ def torchrun_argv(env: environment.DistEnv, nproc_per_node: int, job_id: str, en
         f"--rdzv-id=hpc-runner-{job_id}",
         "--max-restarts=0",
     ]
-    conf = [] if join_timeout_s is None else [f"join_timeout={join_timeout_s}"]
-    if not env.addr_rule.startswith("MASTER_ADDR"):
-        conf.append(f"is_host={'true' if env.node_rank == 0 else 'false'}")
+    conf = rdzv_conf(env, join_timeout_s)
     if conf:
         argv.append(f"--rdzv-conf={','.join(conf)}")
     if local_addr:
