@@ -96,6 +96,8 @@ $(for i in $(seq 1 "$NODES"); do
   echo "NodeName=n$i NodeHostname=localhost NodeAddr=$(node_addr "$i") Port=$((17000 + i)) Gres=gpu:4 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2048 State=UNKNOWN"
 done)
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+# A second partition on the last two nodes, as sites have (a site profile selects it by name).
+PartitionName=long Nodes=n[$((NODES - 1))-$NODES] Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   # Four GPUs per node on paper (plain files stand in for devices): lets sbatch --test-only
   # check nccl directives. Nothing runs on them.
@@ -213,7 +215,8 @@ start_slurm() {
   local resumed=0
   for _ in $(seq 300); do
     # Exactly "idle": `sinfo -t idle` would also count idle+drain nodes that take no job.
-    [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cx idle)" = "$NODES" ] && return 0
+    # One line per node: with two partitions `sinfo -N` lists a node once per partition.
+    [ "$(sinfo -h -N -o '%N %T' 2>/dev/null | sort -u | grep -c ' idle$')" = "$NODES" ] && return 0
     if [ $resumed = 0 ] && sinfo -h -N -o %T 2>/dev/null | grep -qE 'drain|down|inval'; then
       # A node drained in an earlier bring-up (saved state) would stay drained: this is a testbed.
       scontrol update nodename="n[1-$NODES]" state=resume 2>/dev/null && resumed=1
