@@ -132,17 +132,21 @@ def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_
     if dry_run:
         click.echo(submission.describe())
         return
-    results = _submit(submission, wait=wait_ or follow, follow=follow)
+    results = _submit(submission, wait=wait_ or follow, follow=follow, spec_path=spec)
     if results and isinstance(results[0], dict):
         click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
 
 
-def _submit(submission: Any, wait: bool, follow: bool = False) -> list[Any]:
-    """Submit, say where things are, optionally stream and wait; returns each task's result."""
+def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None) -> list[Any]:
+    """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result."""
+    from . import ledger
     from . import submit as submit_mod
 
     job = submit_mod.submit(submission)
     request = submission.request
+    if spec_path is not None:
+        ledger.record(ledger.JobRecord(job_id=str(job.job_id), name=request.name, spec=spec_path,
+                                       output_dir=request.output_dir, executor=submission.executor))
     where = ""
     if submission.executor == "local":
         where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"
@@ -251,12 +255,18 @@ def env_cmd(as_json: bool, check: bool) -> None:
 @click.argument("job_id")
 @handle_errors
 def status(job_id: str) -> None:
-    """State, nodes, elapsed time and exit code of JOB_ID (sacct, else squeue)."""
+    """State, nodes, elapsed time and exit code of JOB_ID (scontrol, else sacct), and what hpc-run
+    recorded when it submitted the job: spec, output directory, code snapshot, dependency."""
     from . import job_control
+
+    from . import ledger
 
     current = job_control.status(job_id)
     click.echo(f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
                f"elapsed {current.elapsed}  exit {current.exit_code}")
+    entry = ledger.lookup(job_id)
+    for line in ledger.describe(entry) if entry else ():
+        click.echo(f"  {line}")
 
 
 @cli.command()

@@ -43,6 +43,16 @@ def sbatch(script: str, env: dict[str, str], cwd: Path, *flags: str) -> str:
     return out.stdout.strip().split(";")[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def job_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hpc-run's records of what it submitted (hpc_runner.ledger) go to a folder of this test session."""
+    from hpc_runner.ledger import STATE_VAR
+
+    folder = tmp_path_factory.mktemp("hpc-runner-state")
+    os.environ[STATE_VAR] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
