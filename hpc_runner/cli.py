@@ -46,12 +46,40 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> request_mod.JobRequest:
-    """Read the file, apply --set then the named flags (flags win), validate, materialise once."""
+def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps: tuple[str, ...] = (),
+                 throttle: int | None = None) -> request_mod.JobRequest:
+    """Read the file, apply --set then the named flags (flags win), validate, materialise once.
+
+    A sweep (the spec's sweep: block, --sweep flags) becomes one request for the whole job array,
+    each task built the same way with its values set as --set would set them.
+    """
+    from . import sweep as sweep_mod
+
     overrides = [spec_mod.parse_set(item) for item in sets]
     overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
-    return request_mod.build(spec_mod.load(path, overrides))
+    spec = spec_mod.load(path, overrides)
+    sweep = sweep_mod.combine(spec.sweep, sweeps, throttle)
+    if sweep is None:
+        return request_mod.build(spec)
+    cwd = os.getcwd()
+    base = request_mod.build(spec, cwd=cwd)
+    return sweep_mod.build(lambda extra: request_mod.build(spec_mod.load(path, [*overrides, *extra]), cwd=cwd),
+                           sweep, base.output_dir)
+
+
+def sweep_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--sweep and --throttle, for render and submit."""
+    options = [
+        click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+                     help="Sweep a spec key over comma-separated values (read as YAML scalars); several --sweep "
+                          "flags make the cartesian product, run as one SLURM job array. Adds to the spec's sweep: block "
+                          "(a flag replaces the block's list for its key)."),
+        click.option("--throttle", type=int, metavar="N", help="At most N sweep tasks at once (sbatch --array=...%N)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,15 +117,21 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
+@sweep_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the script here instead of stdout.")
 @handle_errors
-def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -> None:
+def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, output: str | None,
+           **flags: Any) -> None:
     """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
+    A sweep prints one job-array script and its task table (each task's values and folder).
+
+    \b
+      hpc-run render jobs/emulator.yaml --sweep entrypoint.params.lr=0.1,0.01 --sweep entrypoint.params.hidden=32,64
     """
-    text = render_mod.render(load_request(spec, flags, sets))
+    text = render_mod.render(load_request(spec, flags, sets, sweeps, throttle))
     if output:
         with open(output, "w") as handle:
             handle.write(text)
@@ -109,6 +143,7 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
+@sweep_options
 @click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
               help="auto: SLURM where its commands are installed (an unanswering controller is an error), "
                    "else local processes on this machine.")
@@ -118,23 +153,71 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
 @handle_errors
-def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
+def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, executor: str,
+           dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
     """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
 
     \b
       hpc-run submit jobs/emulator.yaml --nodes 2 --dry-run --executor slurm   # the sbatch file, nothing sent
       hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
+
+    \b
+    A sweep is one SLURM job array, each task with its own output folder, checkpoints and log:
+      hpc-run submit jobs/emulator.yaml --sweep entrypoint.params.lr=0.1,0.01 \\
+          --sweep entrypoint.params.hidden=32,64 --throttle 2
+      hpc-run status ARRAY_ID                                  # every task
+      hpc-run results runs/emulator --metric final_val_loss   # the table, and a plot per swept key
     """
     from . import submit as submit_mod
 
-    request = load_request(spec, flags, sets)
+    request = load_request(spec, flags, sets, sweeps, throttle)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
     if dry_run:
         click.echo(submission.describe())
         return
+    if request.array:
+        if follow:
+            raise InputError("--follow streams one job's log, and a sweep is many jobs\n  hint: submit, then "
+                             "hpc-run logs ARRAY_TASK --follow (e.g. 123_0) for one task")
+        _submit_sweep(submission, spec, wait_)
+        return
     results = _submit(submission, wait=wait_ or follow, follow=follow, spec_path=spec)
     if results and isinstance(results[0], dict):
         click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
+
+
+def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
+    """Submit a sweep, write its table and record, list its tasks; with ``wait``, exit 1 if any task failed."""
+    from . import ledger
+    from . import submit as submit_mod
+    from . import sweep as sweep_mod
+    from .errors import JobFailed
+
+    request = submission.request
+    jobs = submit_mod.submit_array(submission, say=click.echo)
+    ids = [str(job.job_id) for job in jobs]
+    table = sweep_mod.write_table(request, spec_path, ids, submission.executor)
+    array_id = ids[0].split("_")[0]
+    ledger.record(ledger.JobRecord(job_id=array_id, name=request.name, spec=spec_path, output_dir=request.output_dir,
+                                   executor=submission.executor, sweep=str(table)))
+    kind = "job array" if submission.executor == "slurm" else "local sweep, first job"
+    click.echo(f"submitted {kind} {array_id}: {len(jobs)} task(s), {request.world_size} rank(s) each "
+               f"({submission.executor} executor)")
+    for task, job_id in zip(request.array.tasks, ids):
+        click.echo(f"  task {task.index} (job {job_id}): {task.label} -> {task.output_dir}")
+    click.echo(f"table: {table}\nstatus: hpc-run status {array_id}\nresults: hpc-run results {request.output_dir} --metric NAME")
+    if not wait:
+        return
+    failed = 0
+    for task, job in zip(request.array.tasks, jobs):
+        try:
+            submit_mod.wait(job)
+            click.echo(f"task {task.index} ({task.label}): done")
+        except JobFailed as exc:
+            failed += 1
+            click.echo(f"task {task.index} ({task.label}): {exc}", err=True)
+    if failed:
+        raise JobFailed(f"{failed} of {len(jobs)} sweep task(s) failed (see above)")
 
 
 def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None) -> list[Any]:
@@ -256,7 +339,8 @@ def env_cmd(as_json: bool, check: bool) -> None:
 @handle_errors
 def status(job_id: str) -> None:
     """State, nodes, elapsed time and exit code of JOB_ID (scontrol, else sacct), and what hpc-run
-    recorded when it submitted the job: spec, output directory, code snapshot, dependency."""
+    recorded when it submitted the job: spec, output directory, code snapshot, dependency.
+    A sweep's array id lists every task with its values; ARRAY_TASK (123_4) shows one task."""
     from . import job_control
 
     from . import ledger
@@ -267,6 +351,48 @@ def status(job_id: str) -> None:
     entry = ledger.lookup(job_id)
     for line in ledger.describe(entry) if entry else ():
         click.echo(f"  {line}")
+    tasks = job_control.array_tasks(job_id) if "_" not in job_id else []
+    if tasks:
+        from . import results as results_mod
+
+        labels = results_mod.task_labels(entry.sweep) if entry and entry.sweep else {}
+        for task in tasks:
+            index = int(task.job_id.split("_")[1])
+            click.echo(f"  task {index:<3} {task.state:<11} nodes {task.nodes or '-':<8} elapsed {task.elapsed:<9} "
+                       f"exit {task.exit_code:<5} {labels.get(index, '')}".rstrip())
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path())
+@click.option("--metric", "name", required=True, help="The number to sort by, from each task's metrics file "
+              "(dotted for nesting); the demo emulator reports final_val_loss, final_train_loss, samples_per_second.")
+@click.option("--descending", is_flag=True, help="Largest first (for accuracies and throughput); default smallest first.")
+@click.option("--metrics-file", default="metrics.json", show_default=True, help="The file each task writes in its folder.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where the PNG goes (default SWEEP_DIR/sweep-METRIC.png).")
+@handle_errors
+def results(sweep_dir: str, name: str, descending: bool, metrics_file: str, plot_path: str | None) -> None:
+    """A sweep's table: each task's values and METRIC, best first, and a PNG of METRIC against
+    each swept value. SWEEP_DIR is the sweep's output directory (where sweep.json is). Tasks that
+    have not written their metrics yet are listed last, saying so; exit 1 while none has.
+
+    \b
+      hpc-run results runs/emulator --metric final_val_loss
+      hpc-run results runs/emulator --metric samples_per_second --descending --plot speed.png
+    """
+    from pathlib import Path
+
+    from . import results as results_mod
+    from .errors import JobFailed
+
+    sweep = results_mod.load(sweep_dir)
+    rows = results_mod.ordered(results_mod.collect(sweep, name, metrics_file), descending)
+    click.echo(results_mod.table(sweep, rows, name))
+    if not any(row.value is not None for row in rows):
+        raise JobFailed(f"no task has written {metrics_file} yet: nothing to plot")
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+    path = results_mod.plot(sweep, rows, name, Path(plot_path) if plot_path else sweep.path.parent / f"sweep-{safe}.png")
+    click.echo(f"plot: {path}")
 
 
 @cli.command()

@@ -48,25 +48,93 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         raise SchedulerError(f"{' '.join(argv)} did not answer within 60 s; is slurmctld up?") from None
 
 
-def _from_scontrol(job_id: str) -> JobStatus | None:
+def _scontrol_rows(job_id: str) -> list[dict[str, str]]:
+    """``scontrol show job -o`` as one mapping per line (an array shows one line per task or pending range)."""
     out = _run(["scontrol", "show", "job", "-o", job_id])
     if out.returncode != 0:
+        return []
+    return [dict(item.split("=", 1) for item in line.split() if "=" in item) for line in out.stdout.splitlines() if line.strip()]
+
+
+def _from_scontrol(job_id: str) -> JobStatus | None:
+    rows = _scontrol_rows(job_id)
+    if len(rows) != 1:
         return None
-    fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+    fields = rows[0]
     if fields.get("JobId") != job_id.split("_")[0] and fields.get("ArrayJobId") is None:
         return None
+    if "_" not in job_id and fields.get("ArrayJobId") == job_id:
+        return None  # an array's id: its tasks, summed up by status()
     nodes = fields.get("NodeList", "")
     return JobStatus(job_id=job_id, state=fields.get("JobState", "UNKNOWN"),
                      nodes="" if nodes == "(null)" else nodes, elapsed=fields.get("RunTime", "-"),
                      exit_code=fields.get("ExitCode", "-"))
 
 
+def expand_task_ids(text: str) -> list[int]:
+    """An array's task ids as SLURM prints them: ``3``, ``[2-5%2]``, ``0,3-4`` -> [...]."""
+    text = text.strip("[]").split("%")[0]
+    found: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        found += list(range(int(first), int(last or first) + 1))
+    return found
+
+
+def array_tasks(job_id: str) -> list[JobStatus]:
+    """Every task of job array ``job_id``, in task order (pending ranges expanded); [] where it is no array.
+
+    scontrol while SLURM holds the array, sacct afterwards (or for tasks scontrol has forgotten).
+    """
+    check_job_id(job_id)
+    if "_" in job_id:
+        return []
+    found: dict[int, JobStatus] = {}
+    for fields in _scontrol_rows(job_id):
+        if fields.get("ArrayJobId") != job_id or "ArrayTaskId" not in fields:
+            continue
+        nodes = fields.get("NodeList", "")
+        for task in expand_task_ids(fields["ArrayTaskId"]):
+            found[task] = JobStatus(job_id=f"{job_id}_{task}", state=fields.get("JobState", "UNKNOWN"),
+                                    nodes="" if nodes == "(null)" else nodes, elapsed=fields.get("RunTime", "-"),
+                                    exit_code=fields.get("ExitCode", "-"))
+    out = _run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,NodeList,Elapsed,ExitCode"])
+    for line in out.stdout.splitlines():
+        row = line.split("|")
+        if len(row) != 5 or not row[0].startswith(f"{job_id}_"):
+            continue
+        for task in expand_task_ids(row[0].split("_", 1)[1]):
+            found.setdefault(task, JobStatus(f"{job_id}_{task}", row[1], "" if row[2] == "None assigned" else row[2],
+                                             row[3], row[4]))
+    return [found[task] for task in sorted(found)]
+
+
+def _array_summary(job_id: str, tasks: list[JobStatus]) -> JobStatus:
+    """An array as one status: running while any task is, else the worst end state; counts per state."""
+    states = [task.state.split()[0] for task in tasks]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    unfinished = [s for s in states if s not in TERMINAL]
+    if unfinished:
+        state = "RUNNING" if "RUNNING" in unfinished else unfinished[0]
+    else:
+        state = next((s for s in states if s != "COMPLETED"), "COMPLETED")
+    nodes = ",".join(sorted({t.nodes for t in tasks if t.nodes}))
+    return JobStatus(job_id=job_id, state=f"{state} (array of {len(tasks)}: {counts})", nodes=nodes,
+                     elapsed=max((t.elapsed for t in tasks), default="-"), exit_code="-")
+
+
 def status(job_id: str) -> JobStatus:
-    """State, nodes, elapsed time and exit code: scontrol while SLURM holds the job, then sacct."""
+    """State, nodes, elapsed time and exit code: scontrol while SLURM holds the job, then sacct.
+
+    A job array's id gives the array as one status (running while any task runs, else the worst end
+    state, with counts); ``array_tasks`` lists each task."""
     check_job_id(job_id)
     live = _from_scontrol(job_id)
     if live is not None:
         return live
+    tasks = array_tasks(job_id)
+    if tasks:
+        return _array_summary(job_id, tasks)
     out = _run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,NodeList,Elapsed,ExitCode"])
     rows = [line.split("|") for line in out.stdout.splitlines()]
     matching = [row for row in rows if len(row) == 5 and row[0] == job_id]

@@ -29,8 +29,8 @@ class ScriptContext:
 
 
 def log_name(request: JobRequest) -> str:
-    """The rendered script's log file, in the directory sbatch was run from."""
-    return f"{request.name}-%j.out"
+    """The rendered script's log file, in the directory sbatch was run from (a sweep's: one per array task)."""
+    return f"{request.name}-%A_%a.out" if request.array else f"{request.name}-%j.out"
 
 
 def context(request: JobRequest) -> ScriptContext:

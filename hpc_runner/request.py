@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from . import accelerate_launch, config_check
 from .data_plan import data_plan
@@ -26,6 +27,31 @@ TORCHRUN_MODULE = "hpc_runner.torchrun_launch"
 PER_NODE_LAUNCHERS = ("torchrun", "accelerate")  # one launch task per node, which starts the node's ranks
 
 Directive = tuple[str, "str | None"]  # ("nodes", "4"); ("requeue", None) is a bare flag
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    """One task of a job array: the values it sweeps, its own output directory, its own program."""
+
+    index: int                              # SLURM_ARRAY_TASK_ID
+    values: tuple[tuple[str, Any], ...]     # (dotted key, value) per swept key
+    label: str                              # "lr=0.1_hidden=32": in the folder name and the tables
+    output_dir: str                         # absolute; its checkpoints, metrics and run.json
+    program: tuple[str, ...]                # what srun starts on each launch task of this array task
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """A sweep as one SLURM job array: every task the same shape, each its own program and folder."""
+
+    tasks: tuple[SweepTask, ...]
+    throttle: int | None                    # at most this many tasks at once; None: all
+    table: str                              # sweep.json: the task table `hpc-run results` reads
+
+    @property
+    def array(self) -> str:
+        """sbatch's --array value, with the throttle always written (submitit writes one too)."""
+        return f"0-{len(self.tasks) - 1}%{self.throttle or len(self.tasks)}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +78,7 @@ class JobRequest:
     time_minutes: int
     signal: str                            # the time-limit warning our entrypoint handles
     config: RunConfig                      # what the program's argv says, as an object
+    array: ArrayJob | None = None          # a sweep: program, config and output_dir are task 0's, output_dir the sweep's
 
     @property
     def world_size(self) -> int:
@@ -64,8 +91,9 @@ class JobRequest:
         return self.nodes * self.tasks_per_node
 
     def directive_lines(self, extra: tuple[Directive, ...] = ()) -> list[str]:
-        """``#SBATCH`` lines, sorted by key, from the one helper."""
-        return [sbatch_line(key, value) for key, value in sorted((*self.directives, *extra))]
+        """``#SBATCH`` lines, sorted by key, from the one helper (a sweep's --array among them)."""
+        array: tuple[Directive, ...] = (("array", self.array.array),) if self.array else ()
+        return [sbatch_line(key, value) for key, value in sorted((*self.directives, *array, *extra))]
 
     def export_lines(self) -> list[str]:
         """``export KEY=VALUE`` lines, values shell-quoted."""
@@ -76,8 +104,17 @@ class JobRequest:
         return [*self.before_setup, *self.setup, *self.export_lines(), *self.before_launch]
 
     def launch_line(self) -> str:
-        """The srun line that starts every launch task, quoted, wrapped for reading."""
-        return "".join(f"{note}\n" for note in self.launch_notes) + " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
+        """The srun line that starts every launch task, quoted, wrapped for reading (a sweep: its task's program)."""
+        notes = "".join(f"{note}\n" for note in self.launch_notes)
+        if self.array is None:
+            return notes + " \\\n  ".join((shlex.join(("srun", *self.srun)), shlex.join(self.program)))
+        last = len(self.array.tasks) - 1
+        said = shlex.quote(f"hpc_runner: error: this script is a job array of tasks 0-{last} (sbatch reads its "
+                           f"--array line); SLURM_ARRAY_TASK_ID=")
+        cases = [f"  {task.index}) task=({shlex.join(task.program)}) ;;" for task in self.array.tasks]
+        return "\n".join([notes + 'case "${SLURM_ARRAY_TASK_ID:-}" in', *cases,
+                          f'  *) echo {said}"${{SLURM_ARRAY_TASK_ID:-unset}}" >&2; exit 2 ;;', "esac",
+                          shlex.join(("srun", *self.srun)) + ' \\\n  "${task[@]}"'])
 
 
 def sbatch_line(key: str, value: str | None) -> str:

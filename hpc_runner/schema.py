@@ -62,6 +62,22 @@ class ExportSpec:
 
 
 @dataclass(frozen=True)
+class SweepAxis:
+    """One swept key and the values its tasks take, in order (``entrypoint.params.lr``: 0.1, 0.01)."""
+
+    key: str  # a dotted spec key, as --set writes it
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A hyper-parameter sweep: the cartesian product of its axes, run as one SLURM job array."""
+
+    axes: tuple[SweepAxis, ...]
+    throttle: int | None = None  # at most this many tasks at once (sbatch --array=0-N%throttle)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One validated job: resources, environment and what to run."""
 
@@ -92,6 +108,7 @@ class JobSpec:
     export: ExportSpec | None = None  # the model factory for `hpc-run export` (the demo emulator needs none)
     accelerate_config: str | None = None  # an accelerate YAML: checked against the world size; launcher accelerate passes it on
     deepspeed_config: str | None = None  # a DeepSpeed JSON: its batch arithmetic checked against the world size
+    sweep: SweepSpec | None = None  # run as a job array, one task per combination (hpc_runner.sweep)
 
     @property
     def world_size(self) -> int:

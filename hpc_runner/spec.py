@@ -13,7 +13,7 @@ import yaml
 
 from .errors import SpecError
 from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, ExportSpec, FunctionEntry, JobSpec,
-                     RequeueSpec, ScriptEntry)
+                     RequeueSpec, ScriptEntry, SweepAxis, SweepSpec)
 from .slurm_time import TimeFormatError, parse_time
 
 __all__ = ["DataSpec", "Entry", "FunctionEntry", "JobSpec", "RequeueSpec", "ScriptEntry", "SpecError",
@@ -24,6 +24,7 @@ _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MEM = re.compile(r"^[0-9]+[KMGT]?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _FORBIDDEN_CHARS = ("\n", "\r", "\x00")
 
 
@@ -56,6 +57,7 @@ _TOP_KEYS = {
     "export": "export",
     "accelerate_config": "accelerate_config",
     "deepspeed_config": "deepspeed_config",
+    "sweep": "sweep",
 }
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
@@ -207,6 +209,30 @@ def _export(r: _Reader, raw: Any) -> ExportSpec | None:
                       input_shape=tuple(r.integer(f"export.input_shape[{i}]", n, 1) for i, n in enumerate(shape)))
 
 
+_SWEEP_HINT = "sweep: {entrypoint.params.lr: [0.1, 0.01], throttle: 2} (dotted keys as --set writes them, each with a list)"
+
+
+def _sweep(r: _Reader, raw: Any) -> SweepSpec | None:
+    """Swept keys with their lists of values, and an optional throttle; which keys may vary is checked
+    where the tasks are built (hpc_runner.sweep), against the jobs they make."""
+    if raw is None:
+        return None
+    raw = r.mapping("sweep", raw)
+    axes = []
+    for key, values in raw.items():
+        if key == "throttle":
+            continue
+        name = r.text("sweep key", key, _SWEEP_KEY, _SWEEP_HINT)
+        listed = r.sequence(f"sweep.{name}", values)
+        if not listed:
+            raise r.fail(f"sweep.{name}", "needs at least one value", _SWEEP_HINT)
+        axes.append(SweepAxis(key=name, values=tuple(r.plain_data(f"sweep.{name}[{i}]", v) for i, v in enumerate(listed))))
+    if not axes:
+        raise r.fail("sweep", "names no key to sweep", _SWEEP_HINT)
+    throttle = r.integer("sweep.throttle", raw["throttle"], 1) if raw.get("throttle") is not None else None
+    return SweepSpec(axes=tuple(axes), throttle=throttle)
+
+
 def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
     raw = r.mapping("requeue", raw or {})
     r.check_keys("requeue", raw, _REQUEUE_KEYS)
@@ -235,6 +261,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         "entrypoint": _entry(r, raw["entrypoint"]),
         "data": _data(r, raw.get("data")),
         "export": _export(r, raw.get("export")),
+        "sweep": _sweep(r, raw.get("sweep")),
         **_resources(r, raw),
         **_strings(r, raw),
     }

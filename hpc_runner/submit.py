@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,10 @@ def choose_executor(name: str, dry_run: bool = False) -> str:
 
 def slurm_parameters(request: JobRequest) -> dict[str, Any]:
     """The request in submitit's SlurmExecutor words; every directive travels as it is."""
+    array = {"map_count": len(request.array.tasks), "array_parallelism": request.array.throttle or len(request.array.tasks)} \
+        if request.array else {}
     return {
+        **array,  # a sweep: submitit writes --array=0-N%throttle, as render does
         "job_name": request.name,
         "nodes": request.nodes,
         "ntasks_per_node": request.tasks_per_node,  # submitit counts its tasks (and result files) with this
@@ -97,6 +101,7 @@ class Submission:
     executor: str
     folder: Path
     task: launch_task.LaunchTask
+    array_tasks: tuple[launch_task.LaunchTask, ...] = ()  # a sweep: one per array task, in task order
 
     def sbatch_text(self) -> str:
         """The sbatch file submitit writes for this submission (``%j`` in place of the job id)."""
@@ -114,8 +119,15 @@ class Submission:
                 f"# executor: {self.executor}; submitit folder: {self.folder}",
                 f"# output directory: {request.output_dir}"]
         if self.executor == "slurm":
-            head.append("# submitit's wrapper starts on every task: " + shlex.join(request.program))
+            if request.array:
+                head += [f"# submitit's wrapper starts on every task of array task {task.index}: " + shlex.join(task.program)
+                         for task in request.array.tasks]
+            else:
+                head.append("# submitit's wrapper starts on every task: " + shlex.join(request.program))
             return "\n".join(head) + "\n" + self.sbatch_text()
+        if request.array:
+            head.append(f"# the sweep's {len(request.array.tasks)} task(s) run as separate local jobs, "
+                        f"{request.array.throttle or len(request.array.tasks)} at a time, each as:")
         lines = head + [f"# local processes on this machine: {request.launch_tasks}, emulating {request.nodes} "
                         f"node(s) x {request.ranks_per_node} rank(s), Gloo on 127.0.0.1",
                         "# setup (run once, before the processes start):"]
@@ -132,10 +144,15 @@ def plan(request: JobRequest, executor: str) -> Submission:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(request.output_dir) / "submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}"
     local = executor == "local"
-    task = launch_task.LaunchTask(program=request.program, signal=request.signal,
-                                  ranks_per_task=request.world_size // request.launch_tasks,
-                                  local=request if local else None, local_port=_free_port() if local else None)
-    return Submission(request=request, executor=executor, folder=folder, task=task)
+
+    def task_for(program: tuple[str, ...]) -> launch_task.LaunchTask:
+        return launch_task.LaunchTask(program=program, signal=request.signal,
+                                      ranks_per_task=request.world_size // request.launch_tasks,
+                                      local=request if local else None, local_port=_free_port() if local else None)
+
+    tasks = tuple(task_for(task.program) for task in request.array.tasks) if request.array else ()
+    return Submission(request=request, executor=executor, folder=folder, task=tasks[0] if tasks else task_for(request.program),
+                      array_tasks=tasks)
 
 
 def submit(submission: Submission) -> submitit.Job:
@@ -155,6 +172,40 @@ def submit(submission: Submission) -> submitit.Job:
     except subprocess.CalledProcessError as exc:
         said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
         raise SchedulerError(f"sbatch refused the job: {said}") from None
+
+
+def submit_array(submission: Submission, say: Callable[[str], None]) -> list[submitit.Job]:
+    """A sweep: one SLURM job array (its jobs' ids are ARRAY_TASK), or local jobs, ``throttle`` at a time.
+
+    Locally there is no scheduler to hold tasks back: with a throttle below the task count this
+    waits for each group of tasks before starting the next (and says so).
+    """
+    request = submission.request
+    assert request.array is not None
+    if submission.executor == "slurm":
+        executor = submitit.SlurmExecutor(folder=submission.folder, max_num_timeout=0, python=shlex.quote(request.python))
+        parameters = slurm_parameters(request)
+        parameters.pop("map_count")  # submitit counts the array's jobs itself
+        executor.update_parameters(**parameters)
+        try:
+            with executor.batch():
+                jobs = [executor.submit(task) for task in submission.array_tasks]
+        except subprocess.CalledProcessError as exc:
+            said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
+            raise SchedulerError(f"sbatch refused the job array: {said}") from None
+        return jobs
+    group = request.array.throttle or len(submission.array_tasks)
+    jobs = []
+    for start in range(0, len(submission.array_tasks), group):
+        if start:
+            say(f"local sweep: waiting for tasks {start - group}-{start - 1} before starting {start}-"
+                f"{min(start + group, len(submission.array_tasks)) - 1} (throttle {group})")
+            for job in jobs[start - group:start]:
+                job.wait()
+        for index in range(start, min(start + group, len(submission.array_tasks))):
+            jobs.append(submit(Submission(request=request, executor="local", folder=submission.folder / f"task-{index}",
+                                          task=submission.array_tasks[index])))
+    return jobs
 
 
 def _local_setup_file(submission: Submission) -> Path:
