@@ -65,7 +65,7 @@ def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps
     cwd = os.getcwd()
     base = request_mod.build(spec, cwd=cwd)
     return sweep_mod.build(lambda extra: request_mod.build(spec_mod.load(path, [*overrides, *extra]), cwd=cwd),
-                           sweep, base.output_dir)
+                           sweep, base.output_dir, path)
 
 
 def sweep_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,8 +196,8 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
     request = submission.request
     jobs = submit_mod.submit_array(submission, say=click.echo)
     ids = [str(job.job_id) for job in jobs]
-    table = sweep_mod.write_table(request, spec_path, ids, submission.executor)
     array_id = ids[0].split("_")[0]
+    table = sweep_mod.write_table(request, spec_path, array_id if submission.executor == "slurm" else None)
     ledger.record(ledger.JobRecord(job_id=array_id, name=request.name, spec=spec_path, output_dir=request.output_dir,
                                    executor=submission.executor, sweep=str(table)))
     kind = "job array" if submission.executor == "slurm" else "local sweep, first job"
@@ -205,7 +205,10 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
                f"({submission.executor} executor)")
     for task, job_id in zip(request.array.tasks, ids):
         click.echo(f"  task {task.index} (job {job_id}): {task.label} -> {task.output_dir}")
-    click.echo(f"table: {table}\nstatus: hpc-run status {array_id}\nresults: hpc-run results {request.output_dir} --metric NAME")
+    click.echo(f"table: {table}")
+    if submission.executor == "slurm":
+        click.echo(f"status: hpc-run status {array_id}")
+    click.echo(f"results: hpc-run results {request.output_dir} --metric NAME")
     if not wait:
         return
     failed = 0

@@ -49,7 +49,7 @@ def load(where: str | Path) -> Sweep:
         path = path / TABLE_NAME
     try:
         raw = json.loads(path.read_text())
-        return Sweep(path=path, name=str(raw["name"]), job_id=str(raw["job_id"]), keys=tuple(raw["keys"]),
+        return Sweep(path=path, name=str(raw["name"]), job_id=str(raw["job_id"] or "?"), keys=tuple(raw["keys"]),
                      tasks=tuple(raw["tasks"]))
     except FileNotFoundError:
         raise InputError(f"{path} does not exist: no sweep was submitted into {path.parent}\n  hint: give the "

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,9 +110,12 @@ _SHAPE = ("mode", "launcher", "nodes", "tasks_per_node", "ranks_per_node", "time
           "before_setup", "setup", "env", "before_launch", "python", "signal", "launch_notes")
 
 
-def build(load: Callable[[list[tuple[str, Any]]], JobRequest], sweep: SweepSpec, run_dir: str) -> JobRequest:
+def build(load: Callable[[list[tuple[str, Any]]], JobRequest], sweep: SweepSpec, run_dir: str, spec_path: str) -> JobRequest:
     """One request for the whole array. ``load(overrides)`` builds the spec's request with extra --set
-    overrides; ``run_dir`` is the absolute folder that holds every task's own."""
+    overrides; ``run_dir`` is the absolute folder that holds every task's own.
+
+    The batch script writes the sweep's table where none is yet (a rendered script submitted with
+    sbatch has nobody else to write it); ``hpc-run submit`` writes it with the job ids."""
     combos = combinations(sweep)
     names = short_names([axis.key for axis in sweep.axes])
     width = len(str(len(combos) - 1))
@@ -126,7 +131,8 @@ def build(load: Callable[[list[tuple[str, Any]]], JobRequest], sweep: SweepSpec,
         tasks.append(SweepTask(index=index, values=values, label=name, output_dir=folder, program=task_request.program))
     first = requests[0]
     array = ArrayJob(tasks=tuple(tasks), throttle=sweep.throttle, table=str(Path(run_dir) / TABLE_NAME))
-    return dataclasses.replace(first, array=array, output_dir=run_dir, summary=(*first.summary, *task_table(array)))
+    return dataclasses.replace(first, array=array, output_dir=run_dir, summary=(*first.summary, *task_table(array)),
+                               before_launch=(*first.before_launch, _write_table_line(first.name, array, spec_path)))
 
 
 def _same_shape(first: JobRequest, other: JobRequest, first_values: tuple[tuple[str, Any], ...],
@@ -153,17 +159,33 @@ def task_table(array: ArrayJob) -> list[str]:
     return lines
 
 
-def write_table(request: JobRequest, spec_path: str, job_ids: list[str], executor: str) -> Path:
-    """sweep.json beside the tasks' folders: what `hpc-run results` and `hpc-run status` read."""
+_JOB_ID_MARK = "@ARRAY_JOB_ID@"
+
+
+def table_text(name: str, array: ArrayJob, spec_path: str, job_id: str | None, indent: int | None = 1) -> str:
+    """sweep.json's text: the tasks, their values and folders, and the array's job id where known."""
+    record = {"name": name, "spec": spec_path, "job_id": job_id, "throttle": array.throttle,
+              "keys": [key for key, _ in array.tasks[0].values],
+              "tasks": [{"index": t.index, "label": t.label, "values": dict(t.values), "output_dir": t.output_dir}
+                        for t in array.tasks]}
+    return json.dumps(record, indent=indent, separators=None if indent else (",", ":"))
+
+
+def _write_table_line(name: str, array: ArrayJob, spec_path: str) -> str:
+    """The batch shell writes the table (atomically), with SLURM's array id: a rendered script submitted by
+    sbatch has nobody else to write it. Every task writes the same text."""
+    before, after = table_text(name, array, spec_path, _JOB_ID_MARK, indent=None).split(f'"{_JOB_ID_MARK}"')
+    table, tmp = shlex.quote(array.table), shlex.quote(f"{array.table}.tmp")
+    return (f'mkdir -p {shlex.quote(str(Path(array.table).parent))} && printf \'%s"%s"%s\\n\' {shlex.quote(before)} '
+            f'"${{SLURM_ARRAY_JOB_ID:-}}" {shlex.quote(after)} > {tmp}."$$" && mv -f {tmp}."$$" {table}')
+
+
+def write_table(request: JobRequest, spec_path: str, job_id: str | None) -> Path:
+    """sweep.json beside the tasks' folders, at submit: what `hpc-run results` and `hpc-run status` read."""
     assert request.array is not None
     path = Path(request.array.table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"name": request.name, "spec": spec_path, "job_id": job_ids[0].split("_")[0], "executor": executor,
-              "throttle": request.array.throttle,
-              "keys": [key for key, _ in request.array.tasks[0].values],
-              "tasks": [{"index": t.index, "job_id": job_id, "label": t.label, "values": dict(t.values),
-                         "output_dir": t.output_dir} for t, job_id in zip(request.array.tasks, job_ids)]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(table_text(request.name, request.array, spec_path, job_id) + "\n")
     tmp.replace(path)
     return path
