@@ -41,8 +41,9 @@ def parse_flag(item: str) -> SweepAxis:
     key, sep, text = item.partition("=")
     if not sep or not key or not text:
         raise SpecError(f"--sweep {item!r}: expected KEY=V1,V2,...\n  hint: {_FLAG_HINT}")
-    values = tuple(parse_set(f"{key}={piece}")[1] for piece in text.split(","))
-    if any(isinstance(v, (list, dict)) for v in values):
+    pieces = text.split(",")
+    values = tuple(parse_set(f"{key}={piece}")[1] for piece in pieces)
+    if any(isinstance(v, (list, dict)) or piece.lstrip().startswith(("[", "{")) for v, piece in zip(values, pieces)):
         raise SpecError(f"--sweep {item!r}: each value must be a scalar\n  hint: put lists or mappings in the spec's "
                         "sweep: block, which takes a YAML list per key")
     return SweepAxis(key=key, values=values)
@@ -141,14 +142,22 @@ def _same_shape(first: JobRequest, other: JobRequest, first_values: tuple[tuple[
         a, b = getattr(first, field), getattr(other, field)
         if a != b:
             keys = [key for (key, v0), (_, v) in zip(first_values, values) if v0 != v] or [key for key, _ in values]
-            raise SpecError(f"sweep over {', '.join(keys)}: the tasks differ in {field} ({_short(a)} -> {_short(b)}), and "
+            before, after = _difference(a, b)
+            raise SpecError(f"sweep over {', '.join(keys)}: the tasks differ in {field} ({before} -> {after}), and "
                             "one job array runs one shape of job\n  hint: sweep what the program reads (entrypoint "
                             "params, data sizes); submit one sweep per setting of this key instead")
 
 
+def _difference(a: Any, b: Any) -> tuple[str, str]:
+    """What differs, shortly: for sequences, only the items one side has."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        a, b = tuple(x for x in a if x not in b), tuple(x for x in b if x not in a)
+    return _short(a), _short(b)
+
+
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def task_table(array: ArrayJob) -> list[str]:
