@@ -156,8 +156,11 @@ def plan(request: JobRequest, executor: str) -> Submission:
 
 
 def submit(submission: Submission) -> submitit.Job:
-    """Submit through submitit and return its job handle."""
+    """Submit through submitit and return its job handle (one job; a sweep goes through ``submit_array``)."""
     request = submission.request
+    if submission.array_tasks:  # a local sweep's tasks come here one by one, each a Submission of its own
+        raise InputError(f"{request.name} is a sweep of {len(request.array.tasks)} tasks, and this command runs one job\n"
+                         "  hint: submit the sweep with hpc-run submit, or remove the spec's sweep: block here")
     executor: submitit.Executor
     if submission.executor == "local":
         executor = submitit.LocalExecutor(folder=submission.folder)

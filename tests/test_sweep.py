@@ -245,3 +245,8 @@ def test_the_plot_has_one_panel_per_swept_key(tmp_path: Path) -> None:
 def test_results_of_a_folder_without_a_sweep_say_where_to_look(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no sweep was submitted"):
         results.load(tmp_path)
+
+
+def test_a_command_that_runs_one_job_refuses_a_spec_with_a_sweep(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a sweep of 6 tasks, and this command runs one job"):
+        submit.submit(submit.plan(sweep_request(tmp_path), "local"))
