@@ -13,6 +13,7 @@ import click
 
 from . import render as render_mod
 from . import request as request_mod
+from . import profiles
 from . import spec as spec_mod
 from .errors import HpcRunnerError, InputError
 
@@ -28,6 +29,10 @@ OVERRIDE_FLAGS = {
 }
 
 
+PROFILE_HELP = ("Site profile to put under the spec (partition, account, modules, ...), from hpc_runner.yaml at the "
+                "project's root or ~/.config/hpc_runner/profiles.yaml (project wins; see `render --explain`).")
+
+
 def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The SPEC argument and the override flags shared by render, submit, check and scaling."""
     options = [
@@ -40,18 +45,24 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--partition", help="SLURM partition."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any spec key, dotted for nesting: --set data.samples=4096."),
+        click.option("--profile", metavar="NAME", help=PROFILE_HELP),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> request_mod.JobRequest:
-    """Read the file, apply --set then the named flags (flags win), validate, materialise once."""
-    overrides = [spec_mod.parse_set(item) for item in sets]
-    overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
+def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], shipped: bool = False) -> request_mod.JobRequest:
+    """Read the profile and the file, apply --set then the named flags (flags win), validate, materialise once."""
+    return request_mod.build(load_layered(path, flags, sets, shipped).spec)
+
+
+def load_layered(path: str, flags: dict[str, Any], sets: tuple[str, ...], shipped: bool = False) -> profiles.LayeredSpec:
+    """The validated spec (site profile < file < --set < named flags) and where each value came from."""
+    overrides = [(*spec_mod.parse_set(item), "--set") for item in sets]
+    overrides += [(OVERRIDE_FLAGS[name], value, f"--{name.replace('_', '-')}") for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
-    return request_mod.build(spec_mod.load(path, overrides))
+    return profiles.load(path, overrides, flags.get("profile"), os.getcwd(), os.environ, shipped=shipped)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,14 +101,29 @@ def cli(verbose: bool) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the script here instead of stdout.")
+@click.option("--explain", is_flag=True,
+              help="Print, instead of the script, each key's final value and where it came from (default, "
+                   "a profile in the user or project file, the spec, --set, a flag). With -o the script is still written.")
 @handle_errors
-def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -> None:
+def render(spec: str, sets: tuple[str, ...], output: str | None, explain: bool, **flags: Any) -> None:
     """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
+
+    \b
+      hpc-run render jobs/x.yaml --profile cluster | sbatch    # the site's partition, modules, setup
+      hpc-run render jobs/x.yaml --profile cluster --explain   # which value came from where
     """
-    text = render_mod.render(load_request(spec, flags, sets))
+    layered = load_layered(spec, flags, sets)
+    request = request_mod.build(layered.spec)
+    if explain:
+        from . import explain as explain_mod
+
+        click.echo(explain_mod.table(layered, request), nl=False)
+        if not output:
+            return
+    text = render_mod.render(request)
     if output:
         with open(output, "w") as handle:
             handle.write(text)
@@ -184,7 +210,7 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
     from .demo.check import format_report
     from .shipped import shipped_job
 
-    request = load_request(spec_path or shipped_job("check.yaml"), flags, sets)
+    request = load_request(spec_path or shipped_job("check.yaml"), flags, sets, shipped=spec_path is None)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor))
     results = _submit(submission, wait=True)
     click.echo(format_report(results[0]))
@@ -197,6 +223,7 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
 @click.option("--ntasks-per-node", type=int, help="Ranks per node.")
 @click.option("--cpus-per-task", type=int, help="Threads per rank.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key.")
+@click.option("--profile", metavar="NAME", help=PROFILE_HELP)
 @click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where the table, CSV and PNG go (default runs/scaling-NAME-TIME).")
 @handle_errors

@@ -92,6 +92,9 @@ class JobSpec:
     export: ExportSpec | None = None  # the model factory for `hpc-run export` (the demo emulator needs none)
     accelerate_config: str | None = None  # an accelerate YAML: checked against the world size; launcher accelerate passes it on
     deepspeed_config: str | None = None  # a DeepSpeed JSON: its batch arithmetic checked against the world size
+    constraint: str | None = None  # node features SLURM must match (#SBATCH --constraint); site profiles set it
+    modules: tuple[str, ...] = ()  # environment modules: one `module load NAME` line each, before the setup lines
+    templates: str | None = None  # a template folder render searches before ours (and before $HPC_RUNNER_TEMPLATES)
 
     @property
     def world_size(self) -> int:
