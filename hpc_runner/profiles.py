@@ -166,7 +166,7 @@ def load(spec_path: str, overrides: list[tuple[str, Any, str]], profile: str | N
     user, project_file = read_config(user_path, user_label), read_config(project_path, project_label)
     files = ((user_label, user is not None), (project_label, project_file is not None))
     selection = select(profile, user, project_file, files)
-    merged = layers.merge([*selection.layers, layers.Layer(spec_path, read_yaml(spec_path))])
+    merged = layers.merge([*selection.layers, layers.Layer(spec_path, read_yaml(os.path.join(cwd, spec_path)))])
     merged = layers.override(merged, overrides)
     source = f"{spec_path} (with profile {selection.name})" if selection.name else spec_path
     return LayeredSpec(spec=from_mapping(merged.raw, source=source), merged=merged, selection=selection, spec_label=spec_path)
