@@ -125,6 +125,10 @@ ERRORS = [
     pytest.param({"project_text": "profile:\n  site: {}\n"}, "hpc_runner.yaml: unknown key(s) profile; a profiles file holds", id="unknown-file-key"),
     pytest.param({"project_text": "- a\n"}, "hpc_runner.yaml: a profiles file is a YAML mapping, got list", id="not-a-mapping"),
     pytest.param({"project_text": "profiles: [a]\n"}, "key 'profiles': expected a mapping", id="profiles-not-a-mapping"),
+    pytest.param({"project_text": "profiles: {site: long}\n"},
+                 "hpc_runner.yaml: profile site: expected a mapping of spec keys (partition, account", id="profile-not-a-mapping"),
+    pytest.param({"project_text": "default_profile: [a]\nprofiles: {}\n", "profile": None},
+                 "hpc_runner.yaml: key 'default_profile': expected a profile name", id="default-not-a-name"),
     pytest.param({"project": {"partition": "long"}, "profile": "nope"},
                  "profile 'nope' (--profile) is in no profiles file; known profiles: site; files: <user> (not found), "
                  "hpc_runner.yaml (read)", id="unknown-profile"),
@@ -251,3 +255,11 @@ def test_submit_dry_run_carries_the_profile(tmp_path: Path, monkeypatch: pytest.
     result = runner.invoke(cli, ["submit", "job.yaml", "--dry-run", "--executor", "slurm"])
     assert result.exit_code == 0, result.output
     assert "#SBATCH --partition=long" in result.output and "module load gcc/12" in result.output
+
+
+def test_explain_with_output_file_writes_the_script_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    root = cli_project(tmp_path, monkeypatch)
+    result = runner.invoke(cli, ["render", "job.yaml", "--explain", "-o", "job.sh"])
+    assert result.exit_code == 0, result.output
+    assert "partition" in result.output and "hpc_runner.yaml: profile site" in result.output
+    assert "#SBATCH --partition=long" in (root / "job.sh").read_text()
