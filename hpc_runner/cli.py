@@ -115,21 +115,25 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, explain: bool, 
       hpc-run render jobs/x.yaml --profile cluster | sbatch    # the site's partition, modules, setup
       hpc-run render jobs/x.yaml --profile cluster --explain   # which value came from where
     """
-    layered = load_layered(spec, flags, sets)
-    request = request_mod.build(layered.spec)
     if explain:
-        from . import explain as explain_mod
-
-        click.echo(explain_mod.table(layered, request), nl=False)
+        _explain(spec, flags, sets)
         if not output:
             return
-    text = render_mod.render(request)
+    text = render_mod.render(load_request(spec, flags, sets))
     if output:
         with open(output, "w") as handle:
             handle.write(text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
+    """render --explain: each key's final value and its source (hpc_runner.explain)."""
+    from . import explain as explain_mod
+
+    layered = load_layered(path, flags, sets)
+    click.echo(explain_mod.table(layered, request_mod.build(layered.spec)), nl=False)
 
 
 @cli.command()
