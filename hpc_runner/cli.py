@@ -13,6 +13,7 @@ import click
 
 from . import render as render_mod
 from . import request as request_mod
+from . import profiles
 from . import spec as spec_mod
 from .errors import HpcRunnerError, InputError
 
@@ -28,6 +29,10 @@ OVERRIDE_FLAGS = {
 }
 
 
+PROFILE_HELP = ("Site profile to put under the spec (partition, account, modules, ...), from hpc_runner.yaml at the "
+                "project's root or ~/.config/hpc_runner/profiles.yaml (project wins; see `render --explain`).")
+
+
 def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The SPEC argument and the override flags shared by render, submit, check and scaling."""
     options = [
@@ -40,6 +45,7 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--partition", help="SLURM partition."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any spec key, dotted for nesting: --set data.samples=4096."),
+        click.option("--profile", metavar="NAME", help=PROFILE_HELP),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,25 +53,32 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps: tuple[str, ...] = (),
-                 throttle: int | None = None) -> request_mod.JobRequest:
-    """Read the file, apply --set then the named flags (flags win), validate, materialise once.
+                 throttle: int | None = None, shipped: bool = False) -> request_mod.JobRequest:
+    """Read the profile and the file, apply --set then the named flags (flags win), validate, materialise once.
 
     A sweep (the spec's sweep: block, --sweep flags) becomes one request for the whole job array,
     each task built the same way with its values set as --set would set them.
     """
     from . import sweep as sweep_mod
 
-    overrides = [spec_mod.parse_set(item) for item in sets]
-    overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
-                  if name in OVERRIDE_FLAGS and value is not None]
-    spec = spec_mod.load(path, overrides)
-    sweep = sweep_mod.combine(spec.sweep, sweeps, throttle)
+    layered = load_layered(path, flags, sets, shipped)
+    sweep = sweep_mod.combine(layered.spec.sweep, sweeps, throttle)
     if sweep is None:
-        return request_mod.build(spec)
+        return request_mod.build(layered.spec)
     cwd = os.getcwd()
-    base = request_mod.build(spec, cwd=cwd)
-    return sweep_mod.build(lambda extra: request_mod.build(spec_mod.load(path, [*overrides, *extra]), cwd=cwd),
-                           sweep, base.output_dir, path)
+
+    def task(extra: list[tuple[str, Any]]) -> request_mod.JobRequest:
+        return request_mod.build(profiles.with_overrides(layered, [(key, value, "--sweep") for key, value in extra]), cwd=cwd)
+
+    return sweep_mod.build(task, sweep, request_mod.build(layered.spec, cwd=cwd).output_dir, path)
+
+
+def load_layered(path: str, flags: dict[str, Any], sets: tuple[str, ...], shipped: bool = False) -> profiles.LayeredSpec:
+    """The validated spec (site profile < file < --set < named flags) and where each value came from."""
+    overrides = [(*spec_mod.parse_set(item), "--set") for item in sets]
+    overrides += [(OVERRIDE_FLAGS[name], value, f"--{name.replace('_', '-')}") for name, value in flags.items()
+                  if name in OVERRIDE_FLAGS and value is not None]
+    return profiles.load(path, overrides, flags.get("profile"), os.getcwd(), os.environ, shipped=shipped)
 
 
 def sweep_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,9 +132,12 @@ def cli(verbose: bool) -> None:
 @spec_options
 @sweep_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the script here instead of stdout.")
+@click.option("--explain", is_flag=True,
+              help="Print, instead of the script, each key's final value and where it came from (default, "
+                   "a profile in the user or project file, the spec, --set, a flag). With -o the script is still written.")
 @handle_errors
 def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, output: str | None,
-           **flags: Any) -> None:
+           explain: bool, **flags: Any) -> None:
     """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
@@ -129,8 +145,14 @@ def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
     A sweep prints one job-array script and its task table (each task's values and folder).
 
     \b
+      hpc-run render jobs/x.yaml --profile cluster | sbatch    # the site's partition, modules, setup
+      hpc-run render jobs/x.yaml --profile cluster --explain   # which value came from where
       hpc-run render jobs/emulator.yaml --sweep entrypoint.params.lr=0.1,0.01 --sweep entrypoint.params.hidden=32,64
     """
+    if explain:
+        _explain(spec, flags, sets)
+        if not output:
+            return
     text = render_mod.render(load_request(spec, flags, sets, sweeps, throttle))
     if output:
         with open(output, "w") as handle:
@@ -138,6 +160,14 @@ def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
+    """render --explain: each key's final value and its source (hpc_runner.explain)."""
+    from . import explain as explain_mod
+
+    layered = load_layered(path, flags, sets)
+    click.echo(explain_mod.table(layered, request_mod.build(layered.spec)), nl=False)
 
 
 @cli.command()
@@ -270,7 +300,7 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
     from .demo.check import format_report
     from .shipped import shipped_job
 
-    request = load_request(spec_path or shipped_job("check.yaml"), flags, sets)
+    request = load_request(spec_path or shipped_job("check.yaml"), flags, sets, shipped=spec_path is None)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor))
     results = _submit(submission, wait=True)
     click.echo(format_report(results[0]))
@@ -283,6 +313,7 @@ def check(spec_path: str | None, sets: tuple[str, ...], executor: str, **flags: 
 @click.option("--ntasks-per-node", type=int, help="Ranks per node.")
 @click.option("--cpus-per-task", type=int, help="Threads per rank.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key.")
+@click.option("--profile", metavar="NAME", help=PROFILE_HELP)
 @click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where the table, CSV and PNG go (default runs/scaling-NAME-TIME).")
 @handle_errors

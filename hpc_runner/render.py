@@ -57,9 +57,9 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(folder)
 
 
-def _environment() -> jinja2.Environment:
+def _environment(first: tuple[str, ...] = ()) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(template_search_path()),
+        loader=jinja2.FileSystemLoader([*first, *template_search_path()]),
         bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -72,7 +72,7 @@ def _environment() -> jinja2.Environment:
 def render(request: JobRequest) -> str:
     """The sbatch script for ``request``, deterministic for golden tests."""
     try:
-        template = _environment().get_template(f"{request.mode}.sh.j2")
+        template = _environment(request.template_dirs).get_template(f"{request.mode}.sh.j2")
         return template.render(ctx=context(request))
     except jinja2.TemplateError as exc:
         raise InputError(f"template for mode {request.mode!r} failed: {exc}") from exc

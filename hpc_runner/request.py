@@ -18,6 +18,7 @@ from . import accelerate_launch, config_check
 from .data_plan import data_plan
 from .variables import JOB_MASTER_VAR
 from .run_config import RunConfig
+from .errors import SpecError
 from .schema import JobSpec, ScriptEntry
 from .slurm_time import format_time
 
@@ -79,6 +80,7 @@ class JobRequest:
     signal: str                            # the time-limit warning our entrypoint handles
     config: RunConfig                      # what the program's argv says, as an object
     array: ArrayJob | None = None          # a sweep: program, config and output_dir are task 0's, output_dir the sweep's
+    template_dirs: tuple[str, ...] = ()    # absolute: the spec's (or profile's) template folder, searched first by render
 
     @property
     def world_size(self) -> int:
@@ -139,7 +141,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
     launch_mode = (accelerate_launch.mode_line(distributed_type),) if spec.launcher == "accelerate" else ()
     return JobRequest(
         name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=(*summary(spec), *checked.lines, *launch_mode),
-        directives=_directives(spec), before_setup=_drop_inherited(spec), setup=spec.setup, env=_environment(spec),
+        directives=_directives(spec), before_setup=_drop_inherited(spec), setup=(*module_lines(spec), *spec.setup), env=_environment(spec),
         before_launch=_before_launch(spec, interpreter),
         # No --nodes/--ntasks: srun takes them from the allocation, so `sbatch --nodes 3` on a script
         # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
@@ -149,7 +151,24 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
         launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
         time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
+        template_dirs=template_dirs(spec, here),
     )
+
+
+def module_lines(spec: JobSpec) -> tuple[str, ...]:
+    """One ``module load NAME`` line per module, in order, before the spec's own setup lines."""
+    return tuple(f"module load {shlex.quote(name)}" for name in spec.modules)
+
+
+def template_dirs(spec: JobSpec, here: str) -> tuple[str, ...]:
+    """The spec's template folder, absolute (relative to where you submit; a profile's is already absolute)."""
+    if spec.templates is None:
+        return ()
+    folder = os.path.abspath(os.path.join(here, os.path.expanduser(spec.templates)))
+    if not os.path.isdir(folder):
+        raise SpecError(f"templates: {folder} is not a folder\n  hint: point templates: at a folder of *.sh.j2 "
+                        "templates (in a profile, relative to its config file), or leave the key out")
+    return (folder,)
 
 
 def summary(spec: JobSpec) -> list[str]:
@@ -186,6 +205,8 @@ def _directives(spec: JobSpec) -> tuple[Directive, ...]:
         pairs.append(("gpus-per-node", str(spec.gpus_per_node)))
     pairs += [(key, value) for key in ("partition", "account", "qos", "mem")
               if (value := getattr(spec, key)) is not None]
+    if spec.constraint is not None:
+        pairs.append(("constraint", spec.constraint))
     return tuple(sorted(pairs))
 
 

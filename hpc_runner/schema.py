@@ -109,6 +109,9 @@ class JobSpec:
     accelerate_config: str | None = None  # an accelerate YAML: checked against the world size; launcher accelerate passes it on
     deepspeed_config: str | None = None  # a DeepSpeed JSON: its batch arithmetic checked against the world size
     sweep: SweepSpec | None = None  # run as a job array, one task per combination (hpc_runner.sweep)
+    constraint: str | None = None  # node features SLURM must match (#SBATCH --constraint); site profiles set it
+    modules: tuple[str, ...] = ()  # environment modules: one `module load NAME` line each, before the setup lines
+    templates: str | None = None  # a template folder render searches before ours (and before $HPC_RUNNER_TEMPLATES)
 
     @property
     def world_size(self) -> int:

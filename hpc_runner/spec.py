@@ -26,6 +26,9 @@ _MEM = re.compile(r"^[0-9]+[KMGT]?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _FORBIDDEN_CHARS = ("\n", "\r", "\x00")
+# SLURM's feature expressions: names joined by & (and), | (or) and , ; quoted on the #SBATCH line.
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9._+-]+([&|,][A-Za-z0-9._+-]+)*$")
+_MODULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:/%=-]*$")  # gcc/12.2, openmpi/4.1.5-cuda, py-torch@2.3
 
 
 # Keys a YAML file may hold, mapped to the JobSpec field they fill.
@@ -58,7 +61,11 @@ _TOP_KEYS = {
     "accelerate_config": "accelerate_config",
     "deepspeed_config": "deepspeed_config",
     "sweep": "sweep",
+    "constraint": "constraint",
+    "modules": "modules",
+    "templates": "templates",
 }
+SPEC_KEYS = _TOP_KEYS  # public: each YAML key and the JobSpec field it fills (render --explain walks them)
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
 _REQUEUE_KEYS = ("signal", "seconds_before", "max_restarts", "handler")
@@ -266,11 +273,9 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         **_strings(r, raw),
     }
     values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
-    env = r.mapping("env", raw.get("env") or {})
-    for k in env:
-        r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")
-    values["env"] = {str(k): r.text(f"env.{k}", v) for k, v in env.items()}
-    values["setup"] = tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
+    values["env"] = _env(r, raw)
+    values["setup"] = _setup(r, raw)
+    values.update(_site(r, raw))
     spec = JobSpec(**values)
     _check_combination(r, spec)
     return _normalise(spec)
@@ -323,6 +328,48 @@ def _strings(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
                          "a path or name such as python3 or /opt/venv/bin/python; leave it out to use the "
                          "interpreter that runs hpc-run")
     return values
+
+
+def _site(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a site profile usually holds beyond scheduler names: node features, modules, a template folder."""
+    values: dict[str, Any] = {}
+    if raw.get("constraint") is not None:
+        values["constraint"] = r.text("constraint", raw["constraint"], _CONSTRAINT,
+                                      "feature names joined by & (and), | (or) or ',', e.g. skylake or ib&skylake")
+    if raw.get("modules") is not None:
+        values["modules"] = tuple(r.text(f"modules[{i}]", name, _MODULE, "a module name such as gcc/12.2 (no spaces, "
+                                         "not starting with '-')") for i, name in enumerate(r.sequence("modules", raw["modules"])))
+    if raw.get("templates") is not None:
+        values["templates"] = r.text("templates", raw["templates"], hint="a folder of *.sh.j2 templates")
+        if not values["templates"]:
+            raise r.fail("templates", "must not be empty", "a folder of *.sh.j2 templates, or leave the key out")
+    return values
+
+
+def check_partial(raw: Any, source: str, keys: tuple[str, ...]) -> None:
+    """Validate a partial spec (a site profile) that may hold only ``keys``: a spec's rules and errors, key by key."""
+    r = _Reader(source)
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{source}: expected a mapping of spec keys ({', '.join(keys)}), got {type(raw).__name__}")
+    r.check_keys("", raw, keys)
+    _resources(r, raw)
+    _strings(r, raw)
+    _site(r, raw)
+    _env(r, raw)
+    _setup(r, raw)
+
+
+def _env(r: _Reader, raw: Mapping[str, Any]) -> dict[str, str]:
+    """``env:``: variable names and values every rank gets."""
+    env = r.mapping("env", raw.get("env") or {})
+    for k in env:
+        r.text(f"env key {k!r}", k, _ENV_KEY, "environment variable names are letters, digits and '_'")
+    return {str(k): r.text(f"env.{k}", v) for k, v in env.items()}
+
+
+def _setup(r: _Reader, raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """``setup:``: shell lines the batch script runs before the ranks start."""
+    return tuple(r.text(f"setup[{i}]", line) for i, line in enumerate(r.sequence("setup", raw.get("setup") or [])))
 
 
 def _check_combination(r: _Reader, spec: JobSpec) -> None:

@@ -53,6 +53,16 @@ def job_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Site profiles of whoever runs the tests stay out of them: the user profiles file is a path with no file."""
+    from hpc_runner.profiles import USER_CONFIG_VAR
+
+    path = tmp_path_factory.mktemp("hpc-runner-user-config") / "profiles.yaml"
+    os.environ[USER_CONFIG_VAR] = str(path)
+    return path
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
