@@ -70,7 +70,10 @@ def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps
     def task(extra: list[tuple[str, Any]]) -> request_mod.JobRequest:
         return request_mod.build(profiles.with_overrides(layered, [(key, value, "--sweep") for key, value in extra]), cwd=cwd)
 
-    return sweep_mod.build(task, sweep, request_mod.build(layered.spec, cwd=cwd).output_dir, path)
+    request = sweep_mod.build(task, sweep, request_mod.build(layered.spec, cwd=cwd).output_dir, path)
+    assert request.array is not None
+    sweep_mod.check_folder(request.array)
+    return request
 
 
 def load_layered(path: str, flags: dict[str, Any], sets: tuple[str, ...], shipped: bool = False) -> profiles.LayeredSpec:

@@ -120,7 +120,17 @@ def _array_summary(job_id: str, tasks: list[JobStatus]) -> JobStatus:
         state = next((s for s in states if s != "COMPLETED"), "COMPLETED")
     nodes = ",".join(sorted({t.nodes for t in tasks if t.nodes}))
     return JobStatus(job_id=job_id, state=f"{state} (array of {len(tasks)}: {counts})", nodes=nodes,
-                     elapsed=max((t.elapsed for t in tasks), default="-"), exit_code="-")
+                     elapsed=max((t.elapsed for t in tasks), key=_elapsed_seconds, default="-"), exit_code="-")
+
+
+def _elapsed_seconds(text: str) -> int:
+    """SLURM's [D-]HH:MM:SS (or MM:SS) as seconds; anything else 0."""
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        return int(days or 0) * 86400 + sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    except ValueError:
+        return 0
 
 
 def status(job_id: str) -> JobStatus:
@@ -214,7 +224,12 @@ def follow(path: Path, done: Callable[[], bool], poll_s: float = 0.5) -> Iterato
 
 
 def log_lines(job_id: str, rank: int | None, follow_: bool) -> Iterator[str]:
-    """JOB_ID's log lines, of one rank where ``rank`` is given, until the job ends where ``follow_``."""
+    """JOB_ID's log lines, of one rank where ``rank`` is given, until the job ends where ``follow_``.
+    A job array has one log per task: its id alone is refused, naming the tasks."""
+    tasks = array_tasks(job_id) if "_" not in job_id else []
+    if tasks:
+        raise InputError(f"job {job_id} is a job array of {len(tasks)} task(s), one log each\n  hint: name one task, "
+                         f"e.g. hpc-run logs {tasks[0].job_id}")
     path = log_path(job_id)
     per_task = rank_log_path(job_id, rank) if rank is not None else path
     labelled = rank if per_task == path else None  # a per-task file holds one rank already

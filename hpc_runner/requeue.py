@@ -95,9 +95,19 @@ def requeue_expected(restart_count: int, max_restarts: int) -> bool:
     return agreed() and not terminating() and bool(os.environ.get("SLURM_JOB_ID")) and restart_count < max_restarts
 
 
+def this_job(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """The id that names this job alone to scontrol: ``ARRAY_TASK`` in a job array, else SLURM_JOB_ID.
+
+    In an array, one task's SLURM_JOB_ID is the array's own id, and ``scontrol requeue`` of that id
+    requeues every task of the array, finished ones included."""
+    array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else environ.get("SLURM_JOB_ID")
+
+
 def requeue_if_asked(is_main: bool, restart_count: int, max_restarts: int) -> bool:
-    """Rank 0 asks SLURM to requeue the job once, within the restart bound; says why not otherwise."""
-    job_id = os.environ.get("SLURM_JOB_ID")
+    """Rank 0 asks SLURM to requeue the job (in an array: its own task) once, within the restart bound;
+    says why not otherwise."""
+    job_id = this_job()
     if not (agreed() and not terminating() and is_main and job_id):
         return False
     if not requeue_expected(restart_count, max_restarts):

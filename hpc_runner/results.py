@@ -94,7 +94,8 @@ def collect(sweep: Sweep, name: str, metrics_file: str = METRICS_FILE) -> list[T
     results: list[TaskResult] = []
     available: set[str] = set()
     for task in sweep.tasks:
-        path = Path(task["output_dir"]) / metrics_file
+        folder = _folder(sweep, str(task["output_dir"]))
+        path = folder / metrics_file
         value, note = None, ""
         try:
             metrics = json.loads(path.read_text())
@@ -105,13 +106,32 @@ def collect(sweep: Sweep, name: str, metrics_file: str = METRICS_FILE) -> list[T
         else:
             available.update(numeric_keys(metrics) if isinstance(metrics, dict) else [])
             value = metric(metrics, name) if isinstance(metrics, dict) else None
-            note = "" if value is not None else f"no number '{name}' in {metrics_file}"
+            note = "" if value is not None else _why_no_number(metrics, name, metrics_file)
+            started = folder / "run.json"  # rewritten whenever the task (re)starts, before it trains
+            if value is not None and started.exists() and started.stat().st_mtime > path.stat().st_mtime:
+                value, note = None, f"{metrics_file} is from an earlier run: the latest start (run.json) has not finished"
         results.append(TaskResult(index=int(task["index"]), label=str(task["label"]), values=dict(task["values"]),
-                                  output_dir=str(task["output_dir"]), value=value, note=note))
+                                  output_dir=str(folder), value=value, note=note))
     if available and all(r.value is None for r in results):
         raise InputError(f"no task of {sweep.path} reports a metric '{name}'\n  hint: --metric takes one of "
                          f"{', '.join(sorted(available))}")
     return results
+
+
+def _folder(sweep: Sweep, recorded: str) -> Path:
+    """A task's folder: as recorded, or beside sweep.json where the sweep's folder was moved or copied."""
+    path = Path(recorded)
+    moved = sweep.path.parent / path.name
+    return moved if not path.exists() and moved.exists() else path
+
+
+def _why_no_number(metrics: Any, name: str, metrics_file: str) -> str:
+    node: Any = metrics
+    for part in name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, float) and not math.isfinite(node):
+        return f"'{name}' is {node} in {metrics_file} (diverged?)"
+    return f"no number '{name}' in {metrics_file}"
 
 
 def ordered(results: list[TaskResult], descending: bool) -> list[TaskResult]:
@@ -144,6 +164,7 @@ def plot(sweep: Sweep, results: list[TaskResult], name: str, path: Path) -> Path
         import matplotlib.pyplot as plt
     except ImportError:
         raise HpcRunnerError("the sweep plot needs matplotlib: pip install 'hpc_runner[plot]'") from None
+    matplotlib.rcParams["text.parse_math"] = False  # a swept string holding '$' is text, not TeX
     done = [r for r in results if r.value is not None]
     fig, axes = plt.subplots(1, len(sweep.keys), figsize=(4.2 * len(sweep.keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], sweep.keys):

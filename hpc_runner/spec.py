@@ -421,6 +421,9 @@ _SpecLoader.yaml_implicit_resolvers = {
             for tag, regexp in resolvers]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.2's floats without a dot: `lr: 1e-3` is the number 0.001, not the string "1e-3" (YAML 1.1 wants `1.0e-3`).
+_SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
 
 
 def _yaml_load(text: str) -> Any:

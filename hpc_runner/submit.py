@@ -172,9 +172,18 @@ def submit(submission: Submission) -> submitit.Job:
         executor.update_parameters(**slurm_parameters(request))
     try:
         return executor.submit(submission.task)
-    except subprocess.CalledProcessError as exc:
-        said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
-        raise SchedulerError(f"sbatch refused the job: {said}") from None
+    except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as exc:
+        raise _refused("the job", exc, submission.folder) from None
+
+
+def _refused(what: str, exc: Exception, folder: Path) -> SchedulerError:
+    """sbatch said no (submitit raises FailedJobError with its stderr): what it said; nothing left behind."""
+    output = getattr(exc, "output", None)
+    said = output.decode(errors="replace").strip() if isinstance(output, bytes) and output else str(exc).strip()
+    shutil.rmtree(folder, ignore_errors=True)  # the pickles of a job that does not exist
+    hint = ("\n  hint: the array is larger than the cluster's MaxArraySize (scontrol show config); split the sweep"
+            if "array" in said.lower() else "")
+    return SchedulerError(f"sbatch refused {what}: {said}{hint}")
 
 
 def submit_array(submission: Submission, say: Callable[[str], None]) -> list[submitit.Job]:
@@ -193,9 +202,8 @@ def submit_array(submission: Submission, say: Callable[[str], None]) -> list[sub
         try:
             with executor.batch():
                 jobs = [executor.submit(task) for task in submission.array_tasks]
-        except subprocess.CalledProcessError as exc:
-            said = exc.output.decode(errors="replace").strip() if exc.output else str(exc)
-            raise SchedulerError(f"sbatch refused the job array: {said}") from None
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as exc:
+            raise _refused("the job array", exc, submission.folder) from None
         return jobs
     group = request.array.throttle or len(submission.array_tasks)
     jobs = []

@@ -42,6 +42,12 @@ def parse_flag(item: str) -> SweepAxis:
     if not sep or not key or not text:
         raise SpecError(f"--sweep {item!r}: expected KEY=V1,V2,...\n  hint: {_FLAG_HINT}")
     pieces = text.split(",")
+    if any(not piece.strip() for piece in pieces):
+        raise SpecError(f"--sweep {item!r}: an empty value (two commas, or one at an end)\n  hint: {_FLAG_HINT}; "
+                        "an empty string goes in the spec's sweep: block as ''")
+    if any(piece.count('"') % 2 or piece.count("'") % 2 for piece in pieces):
+        raise SpecError(f"--sweep {item!r}: a quote is split by a comma (values are split on every comma)\n  hint: "
+                        "strings holding commas go in the spec's sweep: block, one YAML list per key")
     values = tuple(parse_set(f"{key}={piece}")[1] for piece in pieces)
     if any(isinstance(v, (list, dict)) or piece.lstrip().startswith(("[", "{")) for v, piece in zip(values, pieces)):
         raise SpecError(f"--sweep {item!r}: each value must be a scalar\n  hint: put lists or mappings in the spec's "
@@ -81,7 +87,8 @@ def _check_key(axis: SweepAxis) -> None:
         raise SpecError(f"sweep over {axis.key}: it changes the job's resources or script ({top}), and one job "
                         "array runs one shape of job\n  hint: sweep what the program reads (entrypoint params, "
                         f"data sizes); submit one sweep per {top} value instead")
-    repeated = sorted({json.dumps(v, sort_keys=True) for v in axis.values if axis.values.count(v) > 1})
+    texts = [json.dumps(v, sort_keys=True, default=str) for v in axis.values]  # 1 and true differ here
+    repeated = sorted({text for text in texts if texts.count(text) > 1})
     if repeated:
         raise SpecError(f"sweep over {axis.key}: value(s) {', '.join(repeated)} listed twice (two identical tasks)")
 
@@ -101,7 +108,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
 def label(values: tuple[tuple[str, Any], ...], names: dict[str, str]) -> str:
     """``lr=0.1_hidden=32``: safe in a folder name."""
     def text(value: Any) -> str:
-        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
 
     return "_".join(_FOLDER_UNSAFE.sub("-", f"{names[key]}={text(value)}") for key, value in values)[:120]
 
@@ -187,6 +194,21 @@ def _write_table_line(name: str, array: ArrayJob, spec_path: str) -> str:
     table, tmp = shlex.quote(array.table), shlex.quote(f"{array.table}.tmp")
     return (f'mkdir -p {shlex.quote(str(Path(array.table).parent))} && printf \'%s"%s"%s\\n\' {shlex.quote(before)} '
             f'"${{SLURM_ARRAY_JOB_ID:-}}" {shlex.quote(after)} > {tmp}."$$" && mv -f {tmp}."$$" {table}')
+
+
+def check_folder(array: ArrayJob) -> None:
+    """Refuse a folder that holds another sweep's table: two sweeps there would mix their tables and results.
+    The same sweep again is fine (each task resumes its own checkpoint, as a single run does)."""
+    path = Path(array.table)
+    try:
+        old = json.loads(path.read_text())["tasks"]
+        found = [(t["label"], t["output_dir"]) for t in old]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # none yet (or unreadable: it is rewritten)
+    if found != [(t.label, t.output_dir) for t in array.tasks]:
+        raise SpecError(f"{path} belongs to another sweep ({len(found)} task(s): {', '.join(label for label, _ in found[:3])}"
+                        f"{', ...' if len(found) > 3 else ''}); two sweeps in one folder would mix their tables and "
+                        f"results\n  hint: give this sweep its own folder (--set output_dir=...), or move the old one away")
 
 
 def write_table(request: JobRequest, spec_path: str, job_id: str | None) -> Path:

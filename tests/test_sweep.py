@@ -27,12 +27,13 @@ def sweep_request(tmp_path: Path, sweeps: tuple[str, ...] = LR_HIDDEN, sets: tup
 # --- values -----------------------------------------------------------------------------------------
 
 def test_flag_values_are_split_on_commas_and_read_as_yaml_scalars() -> None:
-    axis = sweep.parse_flag("entrypoint.params.opt=adam,0.5,3,true,'1,2'")
+    axis = sweep.parse_flag("entrypoint.params.opt=adam,0.5,3,true,1e-3,-2E4,null")
     assert axis.key == "entrypoint.params.opt"
-    assert axis.values == ("adam", 0.5, 3, True, "'1", "2'")  # commas split first: lists go in the sweep: block
+    assert axis.values == ("adam", 0.5, 3, True, 0.001, -20000.0, None)  # 1e-3 is a number (YAML 1.2), not a string
 
 
-@pytest.mark.parametrize("bad", ["lr", "=0.1", "lr=", "entrypoint.params.x=[1,2]"])
+@pytest.mark.parametrize("bad", ["lr", "=0.1", "lr=", "entrypoint.params.x=[1,2]", "lr=0.1,,0.2", "lr=0.1,",
+                                 "tag='a,b'"])
 def test_malformed_flags_say_how_to_write_one(bad: str) -> None:
     with pytest.raises(SpecError, match=r"--sweep"):
         sweep.parse_flag(bad)
@@ -69,6 +70,7 @@ def test_flags_given_twice_duplicate_values_and_a_throttle_without_a_sweep_are_r
         sweep.combine(None, ("a.b=1,2", "a.b=3"), None)
     with pytest.raises(SpecError, match="listed twice"):
         sweep.combine(None, ("entrypoint.params.lr=0.1,0.1",), None)
+    assert len(sweep.combine(None, ("entrypoint.params.flag=1,true",), None).axes[0].values) == 2  # 1 == True in Python
     with pytest.raises(SpecError, match="nothing is swept"):
         sweep.combine(None, (), 2)
     with pytest.raises(SpecError, match="1 or more"):
@@ -250,3 +252,63 @@ def test_results_of_a_folder_without_a_sweep_say_where_to_look(tmp_path: Path) -
 def test_a_command_that_runs_one_job_refuses_a_spec_with_a_sweep(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is a sweep of 6 tasks, and this command runs one job"):
         submit.submit(submit.plan(sweep_request(tmp_path), "local"))
+
+
+def test_a_folder_holding_another_sweeps_table_is_refused_the_same_sweep_again_is_not(tmp_path: Path) -> None:
+    first = sweep_request(tmp_path)
+    sweep.write_table(first, EMULATOR, "99")
+    assert sweep_request(tmp_path).array == first.array  # resubmitted: each task resumes its own checkpoint
+    with pytest.raises(SpecError, match=r"sweep.json belongs to another sweep \(6 task\(s\): lr=0.1_hidden=8, "):
+        sweep_request(tmp_path, ("entrypoint.params.seed=1,2",))
+
+
+def test_results_skip_metrics_older_than_the_latest_start_and_say_so(tmp_path: Path) -> None:
+    import os
+
+    table = finished(tmp_path, {0: 0.5, 1: 0.2})
+    folder = Path(table.tasks[1]["output_dir"])
+    (folder / "run.json").write_text("{}")  # the task started again (resubmitted) and has not finished
+    os.utime(folder / "metrics.json", (1, 1))
+    rows = results.collect(table, "final_val_loss")
+    assert rows[0].value == 0.5 and rows[1].value is None and "from an earlier run" in rows[1].note
+
+
+def test_results_say_a_diverged_metric_is_not_finite(tmp_path: Path) -> None:
+    table = finished(tmp_path, {0: 0.5})
+    Path(table.tasks[1]["output_dir"]).mkdir()
+    Path(table.tasks[1]["output_dir"], "metrics.json").write_text('{"final_val_loss": NaN}')
+    assert "is nan in metrics.json (diverged?)" in results.collect(table, "final_val_loss")[1].note
+
+
+def test_results_find_a_moved_sweep_folder(tmp_path: Path) -> None:
+    finished(tmp_path, {0: 0.5})
+    (tmp_path / "out").rename(tmp_path / "moved")
+    assert results.collect(results.load(tmp_path / "moved"), "final_val_loss")[0].value == 0.5
+
+
+def test_the_plot_takes_swept_strings_holding_dollars_as_text(tmp_path: Path) -> None:
+    request = sweep_request(tmp_path, ("entrypoint.params.tag=$HOME,a$b$c",))
+    sweep.write_table(request, EMULATOR, "99")
+    for task in request.array.tasks:
+        Path(task.output_dir).mkdir(parents=True)
+        Path(task.output_dir, "metrics.json").write_text('{"loss": 1.0}')
+    table = results.load(tmp_path / "out")
+    assert results.plot(table, results.collect(table, "loss"), "loss", tmp_path / "p.png").stat().st_size > 0
+
+
+def test_only_this_tasks_id_is_requeued_in_an_array() -> None:
+    from hpc_runner.requeue import this_job
+
+    # Inside an array SLURM_JOB_ID can be the array's own id: `scontrol requeue` of it requeues every task.
+    assert this_job({"SLURM_JOB_ID": "700", "SLURM_ARRAY_JOB_ID": "700", "SLURM_ARRAY_TASK_ID": "5"}) == "700_5"
+    assert this_job({"SLURM_JOB_ID": "701"}) == "701"
+    assert this_job({}) is None
+
+
+def test_an_arrays_log_is_asked_for_by_task_and_its_elapsed_is_the_longest(monkeypatch: pytest.MonkeyPatch) -> None:
+    sacct = "10_0|COMPLETED|n1|23:00:00|0:0\n10_1|COMPLETED|n2|1-00:00:00|0:0\n"
+    monkeypatch.setattr(job_control, "_run", lambda argv: subprocess.CompletedProcess(
+        argv, 0 if argv[0] == "sacct" else 1, sacct if argv[0] == "sacct" else "", ""))
+    assert job_control.status("10").elapsed == "1-00:00:00"  # by duration, not by text
+    with pytest.raises(InputError, match=r"job 10 is a job array of 2 task\(s\), one log each\n  hint: .*hpc-run logs 10_0"):
+        job_control.log_lines("10", None, False)

@@ -67,7 +67,10 @@ def test_a_requeued_task_resumes_its_own_checkpoint_and_no_siblings(testbed: dic
     slow = [*DRILLS, *SMALL, "--set", "entrypoint.params.epochs=3", "--set", "entrypoint.params.step_sleep=0.05"]
     script = render([EMULATOR, *slow, "--set", f"output_dir={out}", *SWEEP], testbed, tmp_path)
     array_id = sbatch(script, testbed, tmp_path)
-    interrupted = 4  # lr 0.01, width 16
+    # The task that carries the array's own id: `scontrol requeue <that id>` would requeue every task.
+    for task in range(6):  # all started: a pending range would show the array's id too
+        wait_for_line(tmp_path / f"emulator-{array_id}_{task}.out", r"hpc_runner: job")
+    interrupted = next(i for i in range(6) if job_id_of(testbed, f"{array_id}_{i}") == array_id)
     log = tmp_path / f"emulator-{array_id}_{interrupted}.out"
     wait_for_line(log, r"epoch 2/3 - train")  # one checkpoint written, mid-run
     subprocess.run(["scancel", "--signal=USR1", f"{array_id}_{interrupted}"], env=testbed, check=True)
@@ -76,9 +79,15 @@ def test_a_requeued_task_resumes_its_own_checkpoint_and_no_siblings(testbed: dic
     assert final.state.startswith("COMPLETED"), final
     text = log.read_text()
     assert "hpc_runner: requeueing job" in text and "(restart 1)" in text
-    assert re.search(r"resuming from .*/4-lr=0\.01_hidden=16/checkpoint\.pt", text), text
-
     folders = task_dirs(tmp_path / "out")
+    assert f"resuming from {folders[interrupted]}/checkpoint.pt" in text, text
+
     assert [own_values(f) for f in folders] == EXPECTED
     restarts = [json.loads((f / "metrics.json").read_text())["restart_count"] for f in folders]
-    assert restarts == [0, 0, 0, 0, 1, 0]  # the requeued task alone came back, into its own folder
+    assert restarts == [int(i == interrupted) for i in range(6)]  # it alone came back, into its own folder
+
+
+def job_id_of(testbed: dict[str, str], task: str) -> str:
+    """An array task's own job id (SLURM_JOB_ID inside it)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", task], env=testbed, capture_output=True, text=True, check=True)
+    return re.search(r"\bJobId=(\d+)", out.stdout).group(1)
