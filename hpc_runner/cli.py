@@ -14,6 +14,7 @@ import click
 from . import render as render_mod
 from . import request as request_mod
 from . import spec as spec_mod
+from .dependency import parse_after
 from .errors import HpcRunnerError, InputError
 
 # Flag name -> spec key. Flags override the file; --set KEY=VALUE reaches every other key.
@@ -46,12 +47,16 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> request_mod.JobRequest:
-    """Read the file, apply --set then the named flags (flags win), validate, materialise once."""
+AFTER_HELP = ("Start only after job JOBID succeeded (afterok), or ended whatever its state with afterany:JOBID; "
+              "repeat or write afterok:1:2 for several. SLURM cancels the job if that can never hold.")
+
+
+def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], after: tuple[str, ...] = ()) -> request_mod.JobRequest:
+    """Read the file, apply --set then the named flags (flags win), validate, materialise once (--after: what it waits for)."""
     overrides = [spec_mod.parse_set(item) for item in sets]
     overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
-    return request_mod.build(spec_mod.load(path, overrides))
+    return request_mod.build(spec_mod.load(path, overrides), after=parse_after(after))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,14 +95,22 @@ def cli(verbose: bool) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the script here instead of stdout.")
+@click.option("--after", multiple=True, metavar="[afterany:]JOBID", help=AFTER_HELP)
 @handle_errors
-def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -> None:
+def render(spec: str, sets: tuple[str, ...], output: str | None, after: tuple[str, ...], **flags: Any) -> None:
     """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
+    Comment lines at the end say what the spec's then: would submit after it.
+
+    \b
+      hpc-run render jobs/evaluate.yaml --after 123      # #SBATCH --dependency=afterok:123
     """
-    text = render_mod.render(load_request(spec, flags, sets))
+    from . import chain
+
+    request = load_request(spec, flags, sets, after)
+    text = render_mod.render(request) + "".join(f"{line}\n" for line in chain.notes(chain.plan(spec, request)))
     if output:
         with open(output, "w") as handle:
             handle.write(text)
@@ -117,28 +130,49 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
                    "(slurm), or the processes and their environment (local).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
+@click.option("--after", multiple=True, metavar="[afterany:]JOBID", help=AFTER_HELP)
 @handle_errors
-def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
+def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool,
+           after: tuple[str, ...], **flags: Any) -> None:
     """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
+
+    A spec's then: list submits follow-up jobs that start after this one (see the README's Chains).
 
     \b
       hpc-run submit jobs/emulator.yaml --nodes 2 --dry-run --executor slurm   # the sbatch file, nothing sent
       hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
+      hpc-run submit jobs/evaluate.yaml --after 123                            # once job 123 succeeded
+      hpc-run submit jobs/train_then_evaluate.yaml                             # train, then evaluate (then:)
     """
+    from . import chain
     from . import submit as submit_mod
 
-    request = load_request(spec, flags, sets)
+    request = load_request(spec, flags, sets, after)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
+    links = chain.plan(spec, request)
+    chain.check_executor(links, submission.executor)
     if dry_run:
         click.echo(submission.describe())
+        for line in chain.notes(links):
+            click.echo(line)
         return
-    results = _submit(submission, wait=wait_ or follow, follow=follow, spec_path=spec)
+    then = chain.on_submitted(links, submission.executor, _send, click.echo)
+    results = _submit(submission, wait=wait_ or follow or chain.must_wait(links, submission.executor), follow=follow,
+                      spec_path=spec, then=then)
     if results and isinstance(results[0], dict):
         click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
 
 
-def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None) -> list[Any]:
-    """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result."""
+def _send(submission: Any, spec_path: str, wait: bool, then: Callable[[Any], None] | None) -> list[Any]:
+    """A chain's follow-up job, submitted and recorded like any other (hpc_runner.chain calls it)."""
+    return _submit(submission, wait=wait, spec_path=spec_path, then=then)
+
+
+def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None,
+            then: Callable[[Any], None] | None = None) -> list[Any]:
+    """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result.
+
+    ``then(job)`` runs once the job is submitted, before any waiting: a chain submits its follow-ups there."""
     from . import ledger
     from . import submit as submit_mod
 
@@ -146,13 +180,17 @@ def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | 
     request = submission.request
     if spec_path is not None:
         ledger.record(ledger.JobRecord(job_id=str(job.job_id), name=request.name, spec=spec_path,
-                                       output_dir=request.output_dir, executor=submission.executor))
+                                       output_dir=request.output_dir, executor=submission.executor,
+                                       dependency=request.after.directive() if request.after else None,
+                                       parent=",".join(request.after.job_ids) if request.after else None))
     where = ""
     if submission.executor == "local":
         where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"
     click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {request.world_size} rank(s){where})")
     click.echo(f"logs: {job.paths.stdout}")
     click.echo(f"output: {request.output_dir}")
+    if then is not None:
+        then(job)
     if follow:
         from pathlib import Path
 
@@ -259,12 +297,12 @@ def status(job_id: str) -> None:
     recorded when it submitted the job: spec, output directory, code snapshot, dependency."""
     from . import job_control
 
-    from . import ledger
+    from . import chain_status, ledger
 
     current = job_control.status(job_id)
-    click.echo(f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
-               f"elapsed {current.elapsed}  exit {current.exit_code}")
     entry = ledger.lookup(job_id)
+    click.echo(chain_status.never_runs(current, entry) or f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
+               f"elapsed {current.elapsed}  exit {current.exit_code}")
     for line in ledger.describe(entry) if entry else ():
         click.echo(f"  {line}")
 

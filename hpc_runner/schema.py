@@ -62,6 +62,15 @@ class ExportSpec:
 
 
 @dataclass(frozen=True)
+class ThenStep:
+    """A follow-up job (``then:``): its spec, submitted to start after this job, with its own overrides."""
+
+    spec: str  # absolute: the spec file, found relative to the spec that names it
+    after: str = "afterok"  # afterok: only if this job succeeded; afterany: once it ended, whatever its state
+    overrides: tuple[tuple[str, Any], ...] = ()  # dotted key -> value, as --set gives them
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One validated job: resources, environment and what to run."""
 
@@ -92,6 +101,7 @@ class JobSpec:
     export: ExportSpec | None = None  # the model factory for `hpc-run export` (the demo emulator needs none)
     accelerate_config: str | None = None  # an accelerate YAML: checked against the world size; launcher accelerate passes it on
     deepspeed_config: str | None = None  # a DeepSpeed JSON: its batch arithmetic checked against the world size
+    then: tuple[ThenStep, ...] = ()  # follow-up jobs submitted to start after this one (hpc_runner.chain)
 
     @property
     def world_size(self) -> int:

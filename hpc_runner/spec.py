@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .dependency import then_section
 from .errors import SpecError
 from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, ExportSpec, FunctionEntry, JobSpec,
                      RequeueSpec, ScriptEntry)
@@ -56,6 +57,7 @@ _TOP_KEYS = {
     "export": "export",
     "accelerate_config": "accelerate_config",
     "deepspeed_config": "deepspeed_config",
+    "then": "then",
 }
 _ENTRY_KEYS = ("function", "params", "script", "args")
 _DATA_KEYS = ("samples", "batch_size", "val_samples", "audit")
@@ -238,6 +240,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         **_resources(r, raw),
         **_strings(r, raw),
     }
+    values["then"] = then_section(raw.get("then"), source)
     values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
     env = r.mapping("env", raw.get("env") or {})
     for k in env:
