@@ -72,7 +72,7 @@ def parse_after(values: Iterable[str]) -> Dependency | None:
             if kind not in KINDS:
                 raise InputError(f"--after {value!r}: {kind!r} is not a condition hpc-run submits "
                                  f"({' or '.join(KINDS)})\n  hint: {AFTER_HINT}")
-        if not words:
+        if not any(words):
             raise InputError(f"--after {value!r}: no job id after {kind!r}\n  hint: {AFTER_HINT}")
         conditions += [(kind, check_job_id(word, f"--after {value!r}")) for word in words]
     return Dependency(tuple(conditions)) if conditions else None
