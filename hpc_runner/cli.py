@@ -294,7 +294,14 @@ def env_cmd(as_json: bool, check: bool) -> None:
 @handle_errors
 def status(job_id: str) -> None:
     """State, nodes, elapsed time and exit code of JOB_ID (scontrol, else sacct), and what hpc-run
-    recorded when it submitted the job: spec, output directory, code snapshot, dependency."""
+    recorded when it submitted the job: spec, output directory, code snapshot, dependency.
+
+    A job that waited for another and never ran (or never will) says why:
+
+    \b
+      job 124: CANCELLED (never ran: it waited for afterok:123 and job 123 ended FAILED)
+      job 125: PENDING, will never start: job 123 ended FAILED; cancel it with hpc-run cancel 125
+    """
     from . import job_control
 
     from . import chain_status, ledger
