@@ -15,6 +15,7 @@ from . import render as render_mod
 from . import request as request_mod
 from . import profiles
 from . import spec as spec_mod
+from .dependency import parse_after
 from .errors import HpcRunnerError, InputError
 
 # Flag name -> spec key. Flags override the file; --set KEY=VALUE reaches every other key.
@@ -52,9 +53,14 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+AFTER_HELP = ("Start only after job JOBID succeeded (afterok), or ended whatever its state with afterany:JOBID; "
+              "repeat or write afterok:1:2 for several. SLURM cancels the job if that can never hold.")
+
+
 def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps: tuple[str, ...] = (),
-                 throttle: int | None = None, shipped: bool = False) -> request_mod.JobRequest:
-    """Read the profile and the file, apply --set then the named flags (flags win), validate, materialise once.
+                 throttle: int | None = None, shipped: bool = False, after: tuple[str, ...] = ()) -> request_mod.JobRequest:
+    """Read the profile and the file, apply --set then the named flags (flags win), validate, materialise once
+    (--after: the jobs it waits for).
 
     A sweep (the spec's sweep: block, --sweep flags) becomes one request for the whole job array,
     each task built the same way with its values set as --set would set them.
@@ -62,13 +68,15 @@ def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps
     from . import sweep as sweep_mod
 
     layered = load_layered(path, flags, sets, shipped)
+    waits_for = parse_after(after)
     sweep = sweep_mod.combine(layered.spec.sweep, sweeps, throttle)
     if sweep is None:
-        return request_mod.build(layered.spec)
+        return request_mod.build(layered.spec, after=waits_for)
     cwd = os.getcwd()
 
     def task(extra: list[tuple[str, Any]]) -> request_mod.JobRequest:
-        return request_mod.build(profiles.with_overrides(layered, [(key, value, "--sweep") for key, value in extra]), cwd=cwd)
+        spec = profiles.with_overrides(layered, [(key, value, "--sweep") for key, value in extra])
+        return request_mod.build(spec, cwd=cwd, after=waits_for)
 
     request = sweep_mod.build(task, sweep, request_mod.build(layered.spec, cwd=cwd).output_dir, path)
     assert request.array is not None
@@ -82,6 +90,14 @@ def load_layered(path: str, flags: dict[str, Any], sets: tuple[str, ...], shippe
     overrides += [(OVERRIDE_FLAGS[name], value, f"--{name.replace('_', '-')}") for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
     return profiles.load(path, overrides, flags.get("profile"), os.getcwd(), os.environ, shipped=shipped)
+
+
+def _child_loader(flags: dict[str, Any]) -> Callable[[str, list[tuple[str, Any]]], spec_mod.JobSpec]:
+    """How a chain's follow-up specs are read: with the same site profile as the first (its then: set: last)."""
+    def load(path: str, overrides: list[tuple[str, Any]]) -> spec_mod.JobSpec:
+        return profiles.load(path, [(key, value, "then: set") for key, value in overrides], flags.get("profile"),
+                             os.getcwd(), os.environ).spec
+    return load
 
 
 def sweep_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,25 +154,31 @@ def cli(verbose: bool) -> None:
 @click.option("--explain", is_flag=True,
               help="Print, instead of the script, each key's final value and where it came from (default, "
                    "a profile in the user or project file, the spec, --set, a flag). With -o the script is still written.")
+@click.option("--after", multiple=True, metavar="[afterany:]JOBID", help=AFTER_HELP)
 @handle_errors
 def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, output: str | None,
-           explain: bool, **flags: Any) -> None:
+           explain: bool, after: tuple[str, ...], **flags: Any) -> None:
     """Print the sbatch script for SPEC (a local dry run: nothing is submitted).
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
     A sweep prints one job-array script and its task table (each task's values and folder).
+    Comment lines at the end say what the spec's then: would submit after it.
 
     \b
       hpc-run render jobs/x.yaml --profile cluster | sbatch    # the site's partition, modules, setup
       hpc-run render jobs/x.yaml --profile cluster --explain   # which value came from where
       hpc-run render jobs/emulator.yaml --sweep entrypoint.params.lr=0.1,0.01 --sweep entrypoint.params.hidden=32,64
+      hpc-run render jobs/evaluate.yaml --after 123            # #SBATCH --dependency=afterok:123
     """
+    from . import chain
+
     if explain:
         _explain(spec, flags, sets)
         if not output:
             return
-    text = render_mod.render(load_request(spec, flags, sets, sweeps, throttle))
+    request = load_request(spec, flags, sets, sweeps, throttle, after=after)
+    text = render_mod.render(request) + "".join(f"{line}\n" for line in chain.notes(chain.plan(spec, request, _child_loader(flags))))
     if output:
         with open(output, "w") as handle:
             handle.write(text)
@@ -185,14 +207,19 @@ def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
                    "(slurm), or the processes and their environment (local).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
+@click.option("--after", multiple=True, metavar="[afterany:]JOBID", help=AFTER_HELP)
 @handle_errors
 def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, executor: str,
-           dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
+           dry_run: bool, wait_: bool, follow: bool, after: tuple[str, ...], **flags: Any) -> None:
     """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
+
+    A spec's then: list submits follow-up jobs that start after this one (see the README's Chains).
 
     \b
       hpc-run submit jobs/emulator.yaml --nodes 2 --dry-run --executor slurm   # the sbatch file, nothing sent
       hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
+      hpc-run submit jobs/evaluate.yaml --after 123                            # once job 123 succeeded
+      hpc-run submit jobs/train_then_evaluate.yaml                             # train, then evaluate (then:)
 
     \b
     A sweep is one SLURM job array, each task with its own output folder, checkpoints and log:
@@ -201,26 +228,34 @@ def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
       hpc-run status ARRAY_ID                                  # every task
       hpc-run results runs/emulator --metric final_val_loss   # the table, and a plot per swept key
     """
+    from . import chain
     from . import submit as submit_mod
 
-    request = load_request(spec, flags, sets, sweeps, throttle)
+    request = load_request(spec, flags, sets, sweeps, throttle, after=after)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
+    links = chain.plan(spec, request, _child_loader(flags))
+    chain.check_executor(links, submission.executor)
     if dry_run:
         click.echo(submission.describe())
+        for line in chain.notes(links):
+            click.echo(line)
         return
+    then = chain.on_submitted(links, submission.executor, _send, click.echo)
     if request.array:
         if follow:
             raise InputError("--follow streams one job's log, and a sweep is many jobs\n  hint: submit, then "
                              "hpc-run logs ARRAY_TASK --follow (e.g. 123_0) for one task")
-        _submit_sweep(submission, spec, wait_)
+        _submit_sweep(submission, spec, wait_, then)
         return
-    results = _submit(submission, wait=wait_ or follow, follow=follow, spec_path=spec)
+    results = _submit(submission, wait=wait_ or follow or chain.must_wait(links, submission.executor), follow=follow,
+                      spec_path=spec, then=then)
     if results and isinstance(results[0], dict):
         click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
 
 
-def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
-    """Submit a sweep, write its table and record, list its tasks; with ``wait``, exit 1 if any task failed."""
+def _submit_sweep(submission: Any, spec_path: str, wait: bool, then: Callable[[Any], None] | None = None) -> None:
+    """Submit a sweep, write its table and record, list its tasks; with ``wait``, exit 1 if any task failed.
+    ``then``: a chain's follow-ups, which wait for the whole array (SLURM's afterok on an array id)."""
     from . import ledger
     from . import submit as submit_mod
     from . import sweep as sweep_mod
@@ -232,7 +267,9 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
     array_id = ids[0].split("_")[0]
     table = sweep_mod.write_table(request, spec_path, array_id if submission.executor == "slurm" else None)
     ledger.record(ledger.JobRecord(job_id=array_id, name=request.name, spec=spec_path, output_dir=request.output_dir,
-                                   executor=submission.executor, sweep=str(table)))
+                                   executor=submission.executor, sweep=str(table),
+                                   dependency=request.after.directive() if request.after else None,
+                                   parent=",".join(request.after.job_ids) if request.after else None))
     kind = "job array" if submission.executor == "slurm" else "local sweep, first job"
     click.echo(f"submitted {kind} {array_id}: {len(jobs)} task(s), {request.world_size} rank(s) each "
                f"({submission.executor} executor)")
@@ -242,6 +279,10 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
     if submission.executor == "slurm":
         click.echo(f"status: hpc-run status {array_id}")
     click.echo(f"results: hpc-run results {request.output_dir} --metric NAME")
+    if then is not None:
+        from types import SimpleNamespace
+
+        then(SimpleNamespace(job_id=array_id))
     if not wait:
         return
     failed = 0
@@ -256,8 +297,16 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
         raise JobFailed(f"{failed} of {len(jobs)} sweep task(s) failed (see above)")
 
 
-def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None) -> list[Any]:
-    """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result."""
+def _send(submission: Any, spec_path: str, wait: bool, then: Callable[[Any], None] | None) -> list[Any]:
+    """A chain's follow-up job, submitted and recorded like any other (hpc_runner.chain calls it)."""
+    return _submit(submission, wait=wait, spec_path=spec_path, then=then)
+
+
+def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None,
+            then: Callable[[Any], None] | None = None) -> list[Any]:
+    """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result.
+
+    ``then(job)`` runs once the job is submitted, before any waiting: a chain submits its follow-ups there."""
     from . import ledger
     from . import submit as submit_mod
 
@@ -265,13 +314,17 @@ def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | 
     request = submission.request
     if spec_path is not None:
         ledger.record(ledger.JobRecord(job_id=str(job.job_id), name=request.name, spec=spec_path,
-                                       output_dir=request.output_dir, executor=submission.executor))
+                                       output_dir=request.output_dir, executor=submission.executor,
+                                       dependency=request.after.directive() if request.after else None,
+                                       parent=",".join(request.after.job_ids) if request.after else None))
     where = ""
     if submission.executor == "local":
         where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"
     click.echo(f"submitted job {job.job_id} ({submission.executor} executor, {request.world_size} rank(s){where})")
     click.echo(f"logs: {job.paths.stdout}")
     click.echo(f"output: {request.output_dir}")
+    if then is not None:
+        then(job)
     if follow:
         from pathlib import Path
 
@@ -377,15 +430,20 @@ def env_cmd(as_json: bool, check: bool) -> None:
 def status(job_id: str) -> None:
     """State, nodes, elapsed time and exit code of JOB_ID (scontrol, else sacct), and what hpc-run
     recorded when it submitted the job: spec, output directory, code snapshot, dependency.
-    A sweep's array id lists every task with its values; ARRAY_TASK (123_4) shows one task."""
-    from . import job_control
+    A sweep's array id lists every task with its values; ARRAY_TASK (123_4) shows one task.
 
-    from . import ledger
+    A job that waited for another and never ran (or never will) says why:
+
+    \b
+      job 124: CANCELLED (never ran: it waited for afterok:123 and job 123 ended FAILED)
+      job 125: PENDING, will never start: job 123 ended FAILED; cancel it with hpc-run cancel 125
+    """
+    from . import chain_status, job_control, ledger
 
     current = job_control.status(job_id)
-    click.echo(f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
-               f"elapsed {current.elapsed}  exit {current.exit_code}")
     entry = ledger.lookup(job_id)
+    click.echo(chain_status.never_runs(current, entry) or f"job {current.job_id}: {current.state}  nodes {current.nodes or '-'}  "
+               f"elapsed {current.elapsed}  exit {current.exit_code}")
     for line in ledger.describe(entry) if entry else ():
         click.echo(f"  {line}")
     tasks = job_control.array_tasks(job_id) if "_" not in job_id else []

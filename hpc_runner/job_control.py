@@ -240,3 +240,13 @@ def log_lines(job_id: str, rank: int | None, follow_: bool) -> Iterator[str]:
             raise InputError(f"log {per_task} does not exist (yet)")
         lines = iter(per_task.read_text(errors="replace").splitlines(keepends=True))
     return select_rank(lines, labelled)
+
+
+def held_reason(job_id: str) -> tuple[str, str] | None:
+    """scontrol's Reason and Dependency for a job SLURM still holds (``("Dependency", "afterok:123(unfulfilled)")``);
+    None once it has forgotten the job (MinJobAge after its end)."""
+    out = _run(["scontrol", "show", "job", "-o", check_job_id(job_id)])
+    if out.returncode != 0:
+        return None
+    fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+    return fields.get("Reason", "None"), fields.get("Dependency", "(null)")

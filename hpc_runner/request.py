@@ -14,12 +14,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import accelerate_launch, config_check
+from . import accelerate_launch, config_check, dependency
 from .data_plan import data_plan
 from .variables import JOB_MASTER_VAR
 from .run_config import RunConfig
 from .errors import SpecError
-from .schema import JobSpec, ScriptEntry
+from .schema import JobSpec, ScriptEntry, ThenStep
 from .slurm_time import format_time
 
 ENTRYPOINT_MODULE = "hpc_runner.entrypoint"
@@ -81,6 +81,8 @@ class JobRequest:
     config: RunConfig                      # what the program's argv says, as an object
     array: ArrayJob | None = None          # a sweep: program, config and output_dir are task 0's, output_dir the sweep's
     template_dirs: tuple[str, ...] = ()    # absolute: the spec's (or profile's) template folder, searched first by render
+    after: dependency.Dependency | None = None  # the jobs this one waits for (--after, or its parent in a chain)
+    then: tuple[ThenStep, ...] = ()        # follow-up jobs hpc-run submits to start after this one (hpc_runner.chain)
 
     @property
     def world_size(self) -> int:
@@ -124,7 +126,8 @@ def sbatch_line(key: str, value: str | None) -> str:
     return f"#SBATCH --{key}" if value is None else f"#SBATCH --{key}={shlex.quote(value)}"
 
 
-def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> JobRequest:
+def build(spec: JobSpec, cwd: str | None = None, python: str | None = None,
+          after: dependency.Dependency | None = None) -> JobRequest:
     """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this.
 
     Config files the spec points at (accelerate, DeepSpeed) are read here, once: a SpecError refuses
@@ -141,7 +144,8 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
     launch_mode = (accelerate_launch.mode_line(distributed_type),) if spec.launcher == "accelerate" else ()
     return JobRequest(
         name=spec.name, mode=spec.mode, launcher=spec.launcher, summary=(*summary(spec), *checked.lines, *launch_mode),
-        directives=_directives(spec), before_setup=_drop_inherited(spec), setup=(*module_lines(spec), *spec.setup), env=_environment(spec),
+        directives=tuple(sorted((*_directives(spec), *dependency.directives(after)))), before_setup=_drop_inherited(spec),
+        setup=(*module_lines(spec), *spec.setup), env=_environment(spec),
         before_launch=_before_launch(spec, interpreter),
         # No --nodes/--ntasks: srun takes them from the allocation, so `sbatch --nodes 3` on a script
         # rendered for 2 runs on 3 (the entrypoint reads the step, not the spec).
@@ -150,7 +154,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None) -> J
         program=_program(spec, interpreter, config, distributed_type), python=interpreter, output_dir=output_dir,
         launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
-        time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config,
+        time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config, after=after, then=spec.then,
         template_dirs=template_dirs(spec, here),
     )
 

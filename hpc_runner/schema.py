@@ -78,6 +78,15 @@ class SweepSpec:
 
 
 @dataclass(frozen=True)
+class ThenStep:
+    """A follow-up job (``then:``): its spec, submitted to start after this job, with its own overrides."""
+
+    spec: str  # absolute: the spec file, found relative to the spec that names it
+    after: str = "afterok"  # afterok: only if this job succeeded; afterany: once it ended, whatever its state
+    overrides: tuple[tuple[str, Any], ...] = ()  # dotted key -> value, as --set gives them
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One validated job: resources, environment and what to run."""
 
@@ -112,6 +121,7 @@ class JobSpec:
     constraint: str | None = None  # node features SLURM must match (#SBATCH --constraint); site profiles set it
     modules: tuple[str, ...] = ()  # environment modules: one `module load NAME` line each, before the setup lines
     templates: str | None = None  # a template folder render searches before ours (and before $HPC_RUNNER_TEMPLATES)
+    then: tuple[ThenStep, ...] = ()  # follow-up jobs submitted to start after this one (hpc_runner.chain)
 
     @property
     def world_size(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .dependency import then_section
 from .errors import SpecError
 from .schema import (FUNCTION_PATTERN, LAUNCHERS, MODES, REQUEUE_HANDLERS, RESUME_MODES, SIGNALS, DataSpec, Entry, ExportSpec, FunctionEntry, JobSpec,
                      RequeueSpec, ScriptEntry, SweepAxis, SweepSpec)
@@ -64,6 +65,7 @@ _TOP_KEYS = {
     "constraint": "constraint",
     "modules": "modules",
     "templates": "templates",
+    "then": "then",
 }
 SPEC_KEYS = _TOP_KEYS  # public: each YAML key and the JobSpec field it fills (render --explain walks them)
 _ENTRY_KEYS = ("function", "params", "script", "args")
@@ -272,6 +274,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         **_resources(r, raw),
         **_strings(r, raw),
     }
+    values["then"] = then_section(raw.get("then"), source)
     values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
     values["env"] = _env(r, raw)
     values["setup"] = _setup(r, raw)
