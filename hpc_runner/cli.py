@@ -46,12 +46,19 @@ def spec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> request_mod.JobRequest:
-    """Read the file, apply --set then the named flags (flags win), validate, materialise once."""
+def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], snapshot: bool = False) -> request_mod.JobRequest:
+    """Read the file, apply --set then the named flags (flags win), validate, materialise once
+    (with ``snapshot``: with a code snapshot planned in its output directory, hpc_runner.snapshot)."""
     overrides = [spec_mod.parse_set(item) for item in sets]
     overrides += [(OVERRIDE_FLAGS[name], value) for name, value in flags.items()
                   if name in OVERRIDE_FLAGS and value is not None]
-    return request_mod.build(spec_mod.load(path, overrides))
+    job = spec_mod.load(path, overrides)
+    request = request_mod.build(job)
+    if not snapshot:
+        return request
+    from . import snapshot as snapshot_mod
+
+    return request_mod.build(job, code=snapshot_mod.plan(path, os.getcwd(), request.output_dir))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,6 +103,8 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
 
     The header states the resource math: nodes, ranks, threads per rank, total cores and,
     where the spec has a data section, samples per rank, steps per epoch and effective batch.
+    A rendered script takes no code snapshot: it runs the code as it is when the job starts
+    (`hpc-run submit` freezes a copy at submit).
     """
     text = render_mod.render(load_request(spec, flags, sets))
     if output:
@@ -117,20 +126,33 @@ def render(spec: str, sets: tuple[str, ...], output: str | None, **flags: Any) -
                    "(slurm), or the processes and their environment (local).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
+@click.option("--no-snapshot", is_flag=True,
+              help="Take no code snapshot: the job runs the code as it is when it starts (and when it is requeued).")
 @handle_errors
-def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, **flags: Any) -> None:
+def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_: bool, follow: bool, no_snapshot: bool,
+           **flags: Any) -> None:
     """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
 
     \b
       hpc-run submit jobs/emulator.yaml --nodes 2 --dry-run --executor slurm   # the sbatch file, nothing sent
       hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
+      hpc-run submit jobs/emulator.yaml --no-snapshot                          # run the code as it is at start
+
+    \b
+    Code snapshot: the project (the git work tree holding SPEC, else the current directory's, else
+    the current directory) is copied to OUTPUT_DIR/code/<stamp>-<id>/ at submit: tracked files as
+    they are on disk and untracked files git does not ignore. The job cds into the copy and puts it
+    first on PYTHONPATH, so edits after submit reach neither the queued job nor its requeues:
+      code snapshot: 3f2a1c9b+changes:5e6f7a8b, 135 files, 0.9 MB -> runs/x/code/20261125-201500-a1b2c3
     """
     from . import submit as submit_mod
 
-    request = load_request(spec, flags, sets)
+    request = load_request(spec, flags, sets, snapshot=not no_snapshot)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
     if dry_run:
         click.echo(submission.describe())
+        if request.code is not None:
+            click.echo(f"# dry run, nothing copied: {request.code.summary()}")
         return
     results = _submit(submission, wait=wait_ or follow, follow=follow, spec_path=spec)
     if results and isinstance(results[0], dict):
@@ -140,13 +162,17 @@ def submit(spec: str, sets: tuple[str, ...], executor: str, dry_run: bool, wait_
 def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | None = None) -> list[Any]:
     """Submit, record it (hpc_runner.ledger), say where things are, optionally stream and wait; returns each task's result."""
     from . import ledger
+    from . import snapshot as snapshot_mod
     from . import submit as submit_mod
 
-    job = submit_mod.submit(submission)
     request = submission.request
+    with snapshot_mod.taken(request.code, say=click.echo):  # copied before submitting; removed if that fails
+        job = submit_mod.submit(submission)
     if spec_path is not None:
         ledger.record(ledger.JobRecord(job_id=str(job.job_id), name=request.name, spec=spec_path,
-                                       output_dir=request.output_dir, executor=submission.executor))
+                                       output_dir=request.output_dir, executor=submission.executor,
+                                       snapshot=request.code.identity if request.code else None,
+                                       snapshot_dir=request.code.path if request.code else None))
     where = ""
     if submission.executor == "local":
         where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"
