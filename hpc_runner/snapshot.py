@@ -53,7 +53,7 @@ class Snapshot:
 
     def mapped(self, path: str) -> str:
         """``path`` (absolute) as the job sees it: the copy's file where the snapshot holds it, else unchanged."""
-        rel = os.path.relpath(path, self.source)
+        rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path)), self.source)
         return os.path.join(self.path, rel) if rel in set(self.files) else path
 
     def shell_lines(self) -> tuple[str, ...]:
