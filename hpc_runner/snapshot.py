@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .errors import InputError
-from .variables import CODE_DIR_VAR, CODE_VAR
+from .variables import CODE_DIR_VAR, CODE_SOURCE_VAR, CODE_VAR
 
 FOLDER = "code"                     # OUTPUT_DIR/code/<stamp>-<id>/
 MAX_FILES = 5000                    # a folder that is not a git work tree: past these, submit refuses
@@ -62,7 +62,8 @@ class Snapshot:
         return (f"# code: {said}, taken at submit: the job and its requeues run this copy",
                 f"cd {shlex.quote(self.path)}",
                 f'export PYTHONPATH={shlex.quote(":".join(self.python_path))}"${{PYTHONPATH:+:$PYTHONPATH}}"',
-                f"export {CODE_VAR}={shlex.quote(self.identity)} {CODE_DIR_VAR}={shlex.quote(self.path)}")
+                f"export {CODE_VAR}={shlex.quote(self.identity)} {CODE_DIR_VAR}={shlex.quote(self.path)} "
+                f"{CODE_SOURCE_VAR}={shlex.quote(self.source)}")
 
     def summary(self) -> str:
         """One line for the terminal: ``code snapshot: 3f2a1c9b (clean), 135 files, 0.9 MB -> PATH``."""
@@ -72,6 +73,13 @@ class Snapshot:
 def shell_lines(code: Snapshot | None) -> tuple[str, ...]:
     """The snapshot's lines, or the comment saying that the job runs the code as it is when it starts."""
     return NO_SNAPSHOT if code is None else code.shell_lines()
+
+
+def original(path: str, record: dict[str, str] | None) -> str:
+    """A path the job saw inside its snapshot (run.json's ``code`` record: dir, source) as the project's own file."""
+    if not record or not record.get("dir") or not record.get("source") or not _inside(path, record["dir"]):
+        return path
+    return os.path.normpath(os.path.join(record["source"], os.path.relpath(path, record["dir"])))
 
 
 def plan(spec_path: str | None, cwd: str, output_dir: str, sys_path: list[str] | None = None,

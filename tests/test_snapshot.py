@@ -299,3 +299,12 @@ def test_local_submit_runs_the_snapshot_and_records_it(project: Path, tmp_path: 
     assert record["snapshot"] == run["code"]["snapshot"] == run["fingerprint"]["code"]
     assert record["snapshot"].endswith("+changes:" + record["snapshot"].split(":")[-1])
     assert record["snapshot_dir"] == run["code"]["dir"] == str(copy)
+    assert run["code"]["source"] == str(project)
+
+
+def test_export_reads_a_script_entry_run_from_its_snapshot_as_the_projects_file(tmp_path: Path) -> None:
+    """run.json records the copy's script; `hpc-run export --spec` compares it with the spec's, the project's file."""
+    record = {"snapshot": "3f2a1c9b (clean)", "dir": str(tmp_path / "out" / "code" / "s"), "source": str(tmp_path / "proj")}
+    assert snapshot.original(str(tmp_path / "out" / "code" / "s" / "sub" / "train.py"), record) == str(tmp_path / "proj" / "sub" / "train.py")
+    assert snapshot.original("/elsewhere/train.py", record) == "/elsewhere/train.py"
+    assert snapshot.original(str(tmp_path / "out" / "code" / "s" / "train.py"), None).endswith("/code/s/train.py")
