@@ -104,6 +104,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None,
     here = cwd or os.getcwd()
     output_dir = os.path.abspath(os.path.join(here, os.path.expanduser(spec.run_dir)))
     interpreter = spec.python or python or sys.executable
+    interpreter = code.interpreter(interpreter, here) if code is not None else interpreter
     spec = _absolute_paths(spec, here)
     checked = config_check.check(spec, here)  # the files as they are now (a planned snapshot is not copied yet)
     spec = _in_snapshot(spec, code) if code is not None else spec

@@ -56,6 +56,10 @@ class Snapshot:
         rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path)), self.source)
         return os.path.join(self.path, rel) if rel in set(self.files) else path
 
+    def interpreter(self, python: str, here: str) -> str:
+        """A relative interpreter path (``.venv/bin/python``) made absolute: the job starts it from inside the copy."""
+        return os.path.abspath(os.path.join(here, python)) if "/" in python and not os.path.isabs(python) else python
+
     def shell_lines(self) -> tuple[str, ...]:
         """What the batch shell runs before srun: say which code, cd into it, put it first on PYTHONPATH."""
         said = " ".join(f"snapshot {self.identity} of {self.source}".split())  # a comment stays one line

@@ -217,6 +217,14 @@ def test_the_request_cds_into_the_snapshot_and_puts_it_first_on_pythonpath(proje
     assert f"--script={code.path}/train.py" in argv and f"--output-dir={out}" in argv
 
 
+def test_a_relative_interpreter_path_still_names_the_submitters_interpreter(project: Path, tmp_path: Path) -> None:
+    """The job starts inside the copy, where a git-ignored .venv is absent: python: .venv/bin/python is made absolute."""
+    job = spec.load(project / "job.yaml", [("python", ".venv/bin/python"), ("output_dir", str(tmp_path / "out"))])
+    req = request.build(job, cwd=str(project), code=planned(project, tmp_path / "out"))
+    assert req.python == str(project / ".venv" / "bin" / "python") == req.program[0]
+    assert request.build(job, cwd=str(project)).python == ".venv/bin/python"  # no snapshot: as before
+
+
 def test_render_and_submit_build_one_job_with_a_snapshot(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     code = snapshot.take(planned(project, out))
