@@ -46,7 +46,8 @@ class Link:
         """This child's request, seeing its parent's output directory and job id through exported variables."""
         assert self.spec is not None, "the first job of a chain is not anyone's child"
         env = {**self.spec.env, PARENT_OUTPUT_DIR_VAR: parent.output_dir, PARENT_JOB_ID_VAR: parent_job_id}
-        return request_mod.build(dataclasses.replace(self.spec, env=env), after=after)
+        # The code submitted with the chain's first job: its snapshot (taken once) serves every follow-up.
+        return request_mod.build(dataclasses.replace(self.spec, env=env), after=after, code=parent.code)
 
 
 # load(spec_path, overrides): a child's validated spec, read the way the command line reads the first one

@@ -58,27 +58,35 @@ AFTER_HELP = ("Start only after job JOBID succeeded (afterok), or ended whatever
 
 
 def load_request(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps: tuple[str, ...] = (),
-                 throttle: int | None = None, shipped: bool = False, after: tuple[str, ...] = ()) -> request_mod.JobRequest:
+                 throttle: int | None = None, shipped: bool = False, after: tuple[str, ...] = (),
+                 snapshot: bool = False) -> request_mod.JobRequest:
     """Read the profile and the file, apply --set then the named flags (flags win), validate, materialise once
-    (--after: the jobs it waits for).
+    (--after: the jobs it waits for; ``snapshot``: a code snapshot planned in its output directory, which
+    hpc_runner.snapshot copies at submit).
 
     A sweep (the spec's sweep: block, --sweep flags) becomes one request for the whole job array,
-    each task built the same way with its values set as --set would set them.
+    each task built the same way with its values set as --set would set them; they share one snapshot.
     """
     from . import sweep as sweep_mod
 
     layered = load_layered(path, flags, sets, shipped)
     waits_for = parse_after(after)
     sweep = sweep_mod.combine(layered.spec.sweep, sweeps, throttle)
-    if sweep is None:
-        return request_mod.build(layered.spec, after=waits_for)
     cwd = os.getcwd()
+    run_dir = request_mod.build(layered.spec, cwd=cwd).output_dir
+    code = None
+    if snapshot:
+        from . import snapshot as snapshot_mod
+
+        code = snapshot_mod.plan(path, cwd, run_dir)
+    if sweep is None:
+        return request_mod.build(layered.spec, cwd=cwd, after=waits_for, code=code)
 
     def task(extra: list[tuple[str, Any]]) -> request_mod.JobRequest:
         spec = profiles.with_overrides(layered, [(key, value, "--sweep") for key, value in extra])
-        return request_mod.build(spec, cwd=cwd, after=waits_for)
+        return request_mod.build(spec, cwd=cwd, after=waits_for, code=code)
 
-    request = sweep_mod.build(task, sweep, request_mod.build(layered.spec, cwd=cwd).output_dir, path)
+    request = sweep_mod.build(task, sweep, run_dir, path)
     assert request.array is not None
     sweep_mod.check_folder(request.array)
     return request
@@ -170,6 +178,8 @@ def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
       hpc-run render jobs/x.yaml --profile cluster --explain   # which value came from where
       hpc-run render jobs/emulator.yaml --sweep entrypoint.params.lr=0.1,0.01 --sweep entrypoint.params.hidden=32,64
       hpc-run render jobs/evaluate.yaml --after 123            # #SBATCH --dependency=afterok:123
+    A rendered script takes no code snapshot: it runs the code as it is when the job starts
+    (`hpc-run submit` freezes a copy at submit).
     """
     from . import chain
 
@@ -208,9 +218,11 @@ def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job and exit with its result.")
 @click.option("--follow", is_flag=True, help="Stream rank 0's log until the job ends; exit with its result.")
 @click.option("--after", multiple=True, metavar="[afterany:]JOBID", help=AFTER_HELP)
+@click.option("--no-snapshot", is_flag=True,
+              help="Take no code snapshot: the job runs the code as it is when it starts (and when it is requeued).")
 @handle_errors
 def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, executor: str,
-           dry_run: bool, wait_: bool, follow: bool, after: tuple[str, ...], **flags: Any) -> None:
+           dry_run: bool, wait_: bool, follow: bool, after: tuple[str, ...], no_snapshot: bool, **flags: Any) -> None:
     """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
 
     A spec's then: list submits follow-up jobs that start after this one (see the README's Chains).
@@ -220,6 +232,7 @@ def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
       hpc-run submit jobs/emulator.yaml --nodes 2 --follow                     # stream the log, exit with the result
       hpc-run submit jobs/evaluate.yaml --after 123                            # once job 123 succeeded
       hpc-run submit jobs/train_then_evaluate.yaml                             # train, then evaluate (then:)
+      hpc-run submit jobs/emulator.yaml --no-snapshot                          # run the code as it is at start
 
     \b
     A sweep is one SLURM job array, each task with its own output folder, checkpoints and log:
@@ -227,16 +240,25 @@ def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
           --sweep entrypoint.params.hidden=32,64 --throttle 2
       hpc-run status ARRAY_ID                                  # every task
       hpc-run results runs/emulator --metric final_val_loss   # the table, and a plot per swept key
+
+    \b
+    Code snapshot: the project (the git work tree holding SPEC, else the current directory's, else
+    the current directory) is copied to OUTPUT_DIR/code/<stamp>-<id>/ at submit: tracked files as
+    they are on disk and untracked files git does not ignore. The job cds into the copy and puts it
+    first on PYTHONPATH, so edits after submit reach neither the queued job nor its requeues:
+      code snapshot: 3f2a1c9b+changes:5e6f7a8b, 135 files, 0.9 MB -> runs/x/code/20261125-201500-a1b2c3
     """
     from . import chain
     from . import submit as submit_mod
 
-    request = load_request(spec, flags, sets, sweeps, throttle, after=after)
+    request = load_request(spec, flags, sets, sweeps, throttle, after=after, snapshot=not no_snapshot)
     submission = submit_mod.plan(request, submit_mod.choose_executor(executor, dry_run=dry_run))
     links = chain.plan(spec, request, _child_loader(flags))
     chain.check_executor(links, submission.executor)
     if dry_run:
         click.echo(submission.describe())
+        if request.code is not None:
+            click.echo(f"# dry run, nothing copied: {request.code.summary()}")
         for line in chain.notes(links):
             click.echo(line)
         return
@@ -257,17 +279,21 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool, then: Callable[[A
     """Submit a sweep, write its table and record, list its tasks; with ``wait``, exit 1 if any task failed.
     ``then``: a chain's follow-ups, which wait for the whole array (SLURM's afterok on an array id)."""
     from . import ledger
+    from . import snapshot as snapshot_mod
     from . import submit as submit_mod
     from . import sweep as sweep_mod
     from .errors import JobFailed
 
     request = submission.request
-    jobs = submit_mod.submit_array(submission, say=click.echo)
+    with snapshot_mod.taken(request.code, say=click.echo):  # one copy for every task; removed if sbatch refuses
+        jobs = submit_mod.submit_array(submission, say=click.echo)
     ids = [str(job.job_id) for job in jobs]
     array_id = ids[0].split("_")[0]
     table = sweep_mod.write_table(request, spec_path, array_id if submission.executor == "slurm" else None)
     ledger.record(ledger.JobRecord(job_id=array_id, name=request.name, spec=spec_path, output_dir=request.output_dir,
                                    executor=submission.executor, sweep=str(table),
+                                   snapshot=request.code.identity if request.code else None,
+                                   snapshot_dir=request.code.path if request.code else None,
                                    dependency=request.after.directive() if request.after else None,
                                    parent=",".join(request.after.job_ids) if request.after else None))
     kind = "job array" if submission.executor == "slurm" else "local sweep, first job"
@@ -308,15 +334,19 @@ def _submit(submission: Any, wait: bool, follow: bool = False, spec_path: str | 
 
     ``then(job)`` runs once the job is submitted, before any waiting: a chain submits its follow-ups there."""
     from . import ledger
+    from . import snapshot as snapshot_mod
     from . import submit as submit_mod
 
-    job = submit_mod.submit(submission)
     request = submission.request
+    with snapshot_mod.taken(request.code, say=click.echo):  # copied before submitting; removed if that fails
+        job = submit_mod.submit(submission)
     if spec_path is not None:
         ledger.record(ledger.JobRecord(job_id=str(job.job_id), name=request.name, spec=spec_path,
                                        output_dir=request.output_dir, executor=submission.executor,
                                        dependency=request.after.directive() if request.after else None,
-                                       parent=",".join(request.after.job_ids) if request.after else None))
+                                       parent=",".join(request.after.job_ids) if request.after else None,
+                                       snapshot=request.code.identity if request.code else None,
+                                       snapshot_dir=request.code.path if request.code else None))
     where = ""
     if submission.executor == "local":
         where = " as local processes over Gloo on 127.0.0.1" if request.world_size > 1 else " as a local process"

@@ -38,7 +38,7 @@ from .interfaces import interface_towards
 from .run_config import RunConfig
 from .run_context import RunContext
 from .schema import FunctionEntry
-from .variables import RESULT_FILE_VAR
+from .variables import CODE_DIR_VAR, CODE_SOURCE_VAR, CODE_VAR, RESULT_FILE_VAR
 
 log = logging.getLogger("hpc_runner")
 BACKENDS = {"gloo": "gloo", "nccl": "nccl"}
@@ -111,7 +111,7 @@ def run(config: RunConfig, environ: dict[str, str] | None = None) -> tuple[Any, 
     torch.set_num_threads(max(env.cpus_per_task, 1))
     device = _device(config, env)
     ctx = RunContext(env=env, config=config, device=device,
-                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0))
+                     restart_count=int(environ.get("SLURM_RESTART_COUNT", "0") or 0), code=environ.get(CODE_VAR) or None)
     function_entry = isinstance(config.entry, FunctionEntry)
     handler = requeue.resolve(config.requeue_handler, function_entry)
     requeue.install(handler, function_entry)
@@ -146,6 +146,8 @@ def _record_run(ctx: RunContext) -> None:
         return
     record = {"config": dataclasses.asdict(ctx.config), "world_size": ctx.env.world_size,
               "restart_count": ctx.restart_count, "fingerprint": ctx.fingerprint(),
+              "code": {"snapshot": ctx.code, "dir": os.environ.get(CODE_DIR_VAR), "source": os.environ.get(CODE_SOURCE_VAR)}
+              if ctx.code else None,
               "job": ctx.env.job_key, "started": datetime.datetime.now().isoformat(timespec="seconds")}
     (ctx.output_dir / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, sharded_checkpoint
+from . import checkpoint, sharded_checkpoint, snapshot
 from . import spec as spec_mod
 from .demo import emulator_export
 from .errors import HpcRunnerError, InputError, SpecError
@@ -89,9 +89,11 @@ def read_run(run_dir: Path) -> TrainedRun:
         raise InputError(f"{run_dir} is not a run directory: it has no run.json\n  hint: hpc_runner writes run.json "
                          "when training starts; pass the output_dir of a run started by hpc-run")
     try:
-        config = json.loads(record.read_text())["config"]
+        recorded = json.loads(record.read_text())
+        config = recorded["config"]
         entry = config["entry"]
         target, params = entry.get("target") or entry["path"], dict(entry.get("params") or {})
+        target = snapshot.original(target, recorded.get("code"))  # a script run from its code snapshot: the project's file
         recipe = spec_mod.export_section(config.get("export"), source=str(record))
     except (ValueError, KeyError, TypeError, AttributeError, SpecError):
         raise InputError(f"{record} does not say which entry trained the run\n  hint: it is damaged or was not "

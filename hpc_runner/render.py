@@ -24,6 +24,7 @@ class ScriptContext:
     before_setup: list[str]
     setup: list[str]
     exports: list[str]
+    code: list[str]
     before_launch: list[str]
     launch: str
 
@@ -41,6 +42,7 @@ def context(request: JobRequest) -> ScriptContext:
         before_setup=list(request.before_setup),
         setup=list(request.setup),
         exports=request.export_lines(),
+        code=request.code_lines(),
         before_launch=list(request.before_launch),
         launch=request.launch_line(),
     )

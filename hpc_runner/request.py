@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import accelerate_launch, config_check, dependency
+from . import snapshot as snapshot_mod
 from .data_plan import data_plan
 from .variables import JOB_MASTER_VAR
 from .run_config import RunConfig
@@ -83,6 +84,7 @@ class JobRequest:
     template_dirs: tuple[str, ...] = ()    # absolute: the spec's (or profile's) template folder, searched first by render
     after: dependency.Dependency | None = None  # the jobs this one waits for (--after, or its parent in a chain)
     then: tuple[ThenStep, ...] = ()        # follow-up jobs hpc-run submits to start after this one (hpc_runner.chain)
+    code: snapshot_mod.Snapshot | None = None  # the code copy the job runs (hpc-run submit); None: the code as it is when the job starts
 
     @property
     def world_size(self) -> int:
@@ -105,7 +107,11 @@ class JobRequest:
 
     def shell_lines(self) -> list[str]:
         """Everything the batch shell runs before srun, in order (submitit's ``setup``)."""
-        return [*self.before_setup, *self.setup, *self.export_lines(), *self.before_launch]
+        return [*self.before_setup, *self.setup, *self.export_lines(), *self.code_lines(), *self.before_launch]
+
+    def code_lines(self) -> list[str]:
+        """Which code the job runs: cd into the snapshot and put it first on PYTHONPATH, or a comment saying there is none."""
+        return list(snapshot_mod.shell_lines(self.code))
 
     def launch_line(self) -> str:
         """The srun line that starts every launch task, quoted, wrapped for reading (a sweep: its task's program)."""
@@ -127,8 +133,11 @@ def sbatch_line(key: str, value: str | None) -> str:
 
 
 def build(spec: JobSpec, cwd: str | None = None, python: str | None = None,
-          after: dependency.Dependency | None = None) -> JobRequest:
+          after: dependency.Dependency | None = None, code: snapshot_mod.Snapshot | None = None) -> JobRequest:
     """Materialise ``spec``: relative output paths against ``cwd``, the interpreter that runs this.
+
+    With ``code`` (a snapshot planned for this request's output directory) the job runs from the copy:
+    a script entry and config files inside the project are the copy's, and the shell lines cd into it.
 
     Config files the spec points at (accelerate, DeepSpeed) are read here, once: a SpecError refuses
     one that contradicts the spec before anything is rendered or submitted.
@@ -136,10 +145,12 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None,
     here = cwd or os.getcwd()
     output_dir = os.path.abspath(os.path.join(here, os.path.expanduser(spec.run_dir)))
     interpreter = spec.python or python or sys.executable
+    interpreter = code.interpreter(interpreter, here) if code is not None else interpreter
     spec = _absolute_paths(spec, here)
+    checked = config_check.check(spec, here)  # the files as they are now (a planned snapshot is not copied yet)
+    spec = _in_snapshot(spec, code) if code is not None else spec
     config = RunConfig.from_spec(spec, output_dir)
     tasks_per_node = 1 if spec.launcher in PER_NODE_LAUNCHERS else spec.ntasks_per_node
-    checked = config_check.check(spec, here)
     distributed_type = checked.accelerate.distributed_type if checked.accelerate is not None else None
     launch_mode = (accelerate_launch.mode_line(distributed_type),) if spec.launcher == "accelerate" else ()
     return JobRequest(
@@ -155,7 +166,7 @@ def build(spec: JobSpec, cwd: str | None = None, python: str | None = None,
         launch_notes=accelerate_launch.NOTES if spec.launcher == "accelerate" else (),
         nodes=spec.nodes, tasks_per_node=tasks_per_node, ranks_per_node=spec.ntasks_per_node,
         time_minutes=spec.time_minutes, signal=spec.requeue.signal, config=config, after=after, then=spec.then,
-        template_dirs=template_dirs(spec, here),
+        template_dirs=template_dirs(spec, here), code=code,
     )
 
 
@@ -263,6 +274,14 @@ def _absolute_paths(spec: JobSpec, here: str) -> JobSpec:
     if isinstance(spec.entrypoint, ScriptEntry):
         spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=absolute(spec.entrypoint.path)))
     return dataclasses.replace(spec, **{key: absolute(path) for key in ("accelerate_config", "deepspeed_config")
+                                        if (path := getattr(spec, key)) is not None})
+
+
+def _in_snapshot(spec: JobSpec, code: snapshot_mod.Snapshot) -> JobSpec:
+    """The spec's input files (script entry, configs) as the copies the snapshot holds; outputs stay where they are."""
+    if isinstance(spec.entrypoint, ScriptEntry):
+        spec = dataclasses.replace(spec, entrypoint=dataclasses.replace(spec.entrypoint, path=code.mapped(spec.entrypoint.path)))
+    return dataclasses.replace(spec, **{key: code.mapped(path) for key in ("accelerate_config", "deepspeed_config")
                                         if (path := getattr(spec, key)) is not None})
 
 

@@ -27,6 +27,7 @@ class RunContext:
     config: RunConfig
     device: torch.device
     restart_count: int = 0
+    code: str | None = None  # the code snapshot's identity (HPC_RUNNER_CODE), None when the job runs unfrozen code
 
     @property
     def is_main(self) -> bool:
@@ -65,10 +66,11 @@ class RunContext:
             dist.barrier()
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What this run's checkpoints must match: entry, params (less durations), data, ``extra``."""
+        """What this run's checkpoints must match: entry, params (less durations), data, the code snapshot, ``extra``."""
         data = None if self.config.data is None else {
             k: v for k, v in dataclasses.asdict(self.config.data).items() if k != "audit"}
-        return checkpoint.fingerprint(dataclasses.asdict(self.config.entry), data, extra)
+        code = {"code": self.code} if self.code else {}  # a checkpoint of other code is another run's
+        return checkpoint.fingerprint(dataclasses.asdict(self.config.entry), data, {**code, **(extra or {})})
 
     def checkpoint_path(self, path: str | Path | None = None) -> Path:
         """``path``, or the run's ``checkpoint.pt``."""

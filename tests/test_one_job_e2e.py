@@ -75,8 +75,10 @@ def test_render_sbatch_and_submit_start_the_same_ranks(testbed: dict[str, str], 
     final = job_control.wait_finished(job_id, poll_s=0.5, timeout_s=240)
     assert final.state == "COMPLETED", (tmp_path / f"probe-{job_id}.out").read_text()
     shutil.move(tmp_path / "dumps", tmp_path / "rendered")
-    dry = hpc_run(["submit", spec, "--executor", "slurm", "--dry-run"], testbed, tmp_path)
-    submitted = hpc_run(["submit", spec, "--executor", "slurm", "--wait"], testbed, tmp_path)
+    # render takes no code snapshot, so neither does this submit: both jobs run the code where it is
+    # (with a snapshot, tests/test_snapshot.py compares the two texts of one request).
+    dry = hpc_run(["submit", spec, "--executor", "slurm", "--dry-run", "--no-snapshot"], testbed, tmp_path)
+    submitted = hpc_run(["submit", spec, "--executor", "slurm", "--wait", "--no-snapshot"], testbed, tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     # The dry run printed the very file submitit wrote (only the fresh folder's name differs).
     dry_folder = re.search(r"submitit folder: (\S+)", dry.stdout).group(1)

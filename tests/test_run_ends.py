@@ -56,7 +56,10 @@ def test_the_checkpoint_is_read_once_per_job_whatever_the_ranks(tmp_path: Path) 
     out = tmp_path / "run"
     assert submit_local(out, nodes=4).returncode == 0
     opens = tmp_path / "opens.log"
-    counted = {"OPEN_LOG": str(opens), "PYTHONPATH": str(ROOT / "tests" / "fixtures" / "count_opens")}
+    # count_opens first, then whatever hpc_runner this test runs (a worktree's, through PYTHONPATH), so that both
+    # submits are made by the same hpc-run (the same code snapshot, so the same checkpoint fingerprint)
+    counted = {"OPEN_LOG": str(opens),
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT / "tests" / "fixtures" / "count_opens"), os.environ.get("PYTHONPATH"))))}
     resumed = submit_local(out, "--set", "entrypoint.params.epochs=3", env=counted, nodes=4)
     assert resumed.returncode == 0, resumed.stderr
     lines = opens.read_text().splitlines()

@@ -24,6 +24,9 @@ export OMP_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export ACCELERATE_USE_CPU=true
 
+# code: no snapshot: the job runs the code as it is when it starts (and again when it is requeued);
+# hpc-run submit freezes a copy at submit unless --no-snapshot is given
+
 # before launch
 command -v /home/user/project/.venv/bin/python >/dev/null || { echo 'hpc_runner: error: the interpreter /home/user/project/.venv/bin/python does not exist on '"$(hostname)"'; set python: in the spec (default: the interpreter that ran hpc-run)' >&2; exit 1; }
 if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then HPC_RUNNER_MASTER_ADDR=$(/home/user/project/.venv/bin/python -m hpc_runner.hosts "$SLURM_JOB_NODELIST"); export HPC_RUNNER_MASTER_ADDR; fi
