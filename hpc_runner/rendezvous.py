@@ -4,11 +4,12 @@
     dist.init_process_group("gloo", store=store, rank=env.rank, world_size=env.world_size)
 
 Rank 0 hosts a TCPStore on the master address and port (under torchrun, the agent's store) and
-writes whose store it is; every other rank checks that first, so a rank of another job that
-reached it (a port given to two jobs) is refused at once. All keys live under the job step's
-own prefix. Each rank appends ``rank:host;`` to one roster key and bumps one counter; the rank
-whose increment completes the count releases everyone, so nobody polls. After ``timeout_s``
-rank 0 reads the roster once and names the missing ranks and the hosts none arrived from.
+writes whose store it is; a rank that finds no sign of its own rank 0 checks that, so a rank of
+another job that reached it (a port given to two jobs) is refused at once. All keys live under
+the job step's own prefix. Each rank appends ``rank:host;`` to one roster key and bumps one
+counter; the rank whose increment completes the count releases everyone, so nobody polls.
+After ``timeout_s`` rank 0 reads the roster once and names the missing ranks and the hosts none
+arrived from.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from .environment import DistEnv
 from .errors import LaunchError
 
 OWNER_KEY = "hpc_runner/owner"
+# Rank 0 adds this to the arrival count where the others add 1: a count below it tells a rank that
+# rank 0 has not come yet, or that the store belongs to another job, and only then does it ask the
+# owner key. A rank arriving after rank 0 makes three store calls (torch's own barrier makes two).
+RANK0_MARK = 1 << 40
 
 
 def node_name() -> str:
@@ -38,11 +43,18 @@ def meet(env: DistEnv, timeout_s: int, host: str | None = None) -> dist.Store:
     """
     where, host = f"{env.master_addr}:{env.master_port}", host or node_name()
     store = _connect(env, timeout_s, where, host)
-    _claim_or_check_owner(store, env, where, host)
-    store = dist.PrefixStore(f"hpc_runner/{env.job_key}", store)  # torch's own keys too
-    store.append("roster", f"{env.rank}:{host};")
-    if store.add("arrived", 1) == env.world_size:
-        store.set("released", "1")  # the last arrival releases everyone
+    job = dist.PrefixStore(f"hpc_runner/{env.job_key}", store)  # torch's own keys too
+    job.append("roster", f"{env.rank}:{host};")
+    if env.rank == 0:
+        store.set(OWNER_KEY, env.job_key)
+        count = job.add("arrived", RANK0_MARK)
+    else:
+        count = job.add("arrived", 1)
+        if count < RANK0_MARK:  # rank 0 has not come yet, or the store is another job's: ask whose it is
+            _check_owner(store, env, where, host)
+    if count == RANK0_MARK + env.world_size - 1:
+        job.set("released", "1")  # the last arrival releases everyone
+    store = job
     try:
         store.wait(["released"], datetime.timedelta(seconds=timeout_s))
     except Exception:  # DistStoreError: the timeout
@@ -76,11 +88,8 @@ def _connect(env: DistEnv, timeout_s: int, where: str, host: str) -> dist.TCPSto
         ) from None
 
 
-def _claim_or_check_owner(store: dist.Store, env: DistEnv, where: str, host: str) -> None:
-    if env.rank == 0:
-        store.set(OWNER_KEY, env.job_key)
-        return
-    found = store.get(OWNER_KEY).decode()
+def _check_owner(store: dist.Store, env: DistEnv, where: str, host: str) -> None:
+    found = store.get(OWNER_KEY).decode()  # waits for rank 0 to write it (up to the store's timeout)
     if found != env.job_key:
         raise LaunchError(
             f"rank {env.rank} on {host} reached the store at {where}, but it belongs to {found}, not to "

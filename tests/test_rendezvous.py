@@ -11,7 +11,7 @@ import pytest
 
 from hpc_runner.environment import DistEnv
 from hpc_runner.errors import LaunchError
-from hpc_runner.rendezvous import meet, missing_ranks, ranges
+from hpc_runner.rendezvous import RANK0_MARK, meet, missing_ranks, ranges
 
 ENV = DistEnv(source="slurm", rank=0, world_size=8, local_rank=0, local_world_size=2, node_rank=0, num_nodes=4,
               master_addr="10.0.0.1", master_port=12000, hosts=("n1", "n2", "n3", "n4"), cpus_per_task=1)
@@ -56,7 +56,33 @@ def test_every_rank_is_released_once_the_last_one_arrives() -> None:
     outcome = meet_as_threads(env, {0: "n1", 1: "n1", 2: "n2", 3: "n2"}, timeout_s=20)
     assert not [o for o in outcome.values() if isinstance(o, Exception)], outcome
     store = outcome[2]
-    assert store.get("roster").decode().count(";") == 4 and int(store.add("arrived", 0)) == 4  # type: ignore[attr-defined]
+    assert store.get("roster").decode().count(";") == 4  # type: ignore[attr-defined]
+    assert int(store.add("arrived", 0)) == RANK0_MARK + 3  # type: ignore[attr-defined]  # rank 0's mark, 3 others
+
+
+def test_ranks_that_arrive_before_rank_0_wait_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun the agent hosts the store and rank 0 may come last: the others check the owner first."""
+    import datetime
+
+    import torch.distributed as dist
+
+    env = job(3, free_port())
+    agent = dist.TCPStore("127.0.0.1", env.master_port, 3, True, timeout=datetime.timedelta(seconds=20),
+                          wait_for_workers=False)
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")  # rank 0 is a client of the agent's store
+    outcome: dict[int, object] = {}
+
+    def one(rank: int) -> None:
+        outcome[rank] = meet(dataclasses.replace(env, rank=rank), 20, host="n1")
+
+    early = [threading.Thread(target=one, args=(rank,)) for rank in (1, 2)]
+    for thread in early:
+        thread.start()
+    time.sleep(0.5)  # ranks 1 and 2 have counted themselves and wait for rank 0's owner key
+    one(0)
+    for thread in early:
+        thread.join(timeout=30)
+    assert sorted(outcome) == [0, 1, 2] and agent.get("hpc_runner/owner") == b"slurm-100.0"
 
 
 def test_rank_0_names_the_missing_rank_and_the_host_none_came_from() -> None:
