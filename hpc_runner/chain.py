@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import project, snapshot
 from . import request as request_mod
 from . import spec as spec_mod
 from .dependency import PARENT_JOB_ID_VAR, PARENT_OUTPUT_DIR_VAR, Dependency
@@ -46,8 +47,17 @@ class Link:
         """This child's request, seeing its parent's output directory and job id through exported variables."""
         assert self.spec is not None, "the first job of a chain is not anyone's child"
         env = {**self.spec.env, PARENT_OUTPUT_DIR_VAR: parent.output_dir, PARENT_JOB_ID_VAR: parent_job_id}
-        # The code submitted with the chain's first job: its snapshot (taken once) serves every follow-up.
-        return request_mod.build(dataclasses.replace(self.spec, env=env), after=after, code=parent.code)
+        spec = dataclasses.replace(self.spec, env=env)
+        return request_mod.build(spec, after=after, code=self._code(spec, parent))
+
+    def _code(self, spec: JobSpec, parent: JobRequest) -> snapshot.Snapshot | None:
+        """The code a follow-up runs: the chain's first snapshot (taken once) where its spec is in the same
+        project; a snapshot of its own project where it is in another; none where the chain took none."""
+        if parent.code is None:
+            return None
+        if str(project.find(self.spec_path, os.getcwd()).root) == parent.code.source:
+            return parent.code
+        return snapshot.plan(self.spec_path, os.getcwd(), request_mod.build(spec).output_dir)
 
 
 # load(spec_path, overrides): a child's validated spec, read the way the command line reads the first one
@@ -56,8 +66,16 @@ Load = Callable[[str, list[tuple[str, Any]]], JobSpec]
 
 
 def plan(spec_path: str, request: JobRequest, load: Load = spec_mod.load) -> Link:
-    """The job and its follow-ups, every spec loaded and validated; a cycle or a missing file is a SpecError."""
+    """The job and its follow-ups, every spec loaded and validated; a cycle or a missing file is a SpecError.
+
+    Sweeps and chains do not mix yet: a sweep with then: (its follow-ups would see the sweep's folder,
+    which holds no run) and a follow-up with a sweep: block (it would run as one job) are refused."""
     path = os.path.abspath(spec_path)
+    if request.array is not None and request.then:
+        raise SpecError(f"{spec_path}: key 'then': a sweep's follow-ups would wait for all {len(request.array.tasks)} "
+                        "tasks and see the sweep's folder, which holds no run of its own\n  hint: submit the sweep, "
+                        "then chain from the task you want: hpc-run submit FOLLOW_UP.yaml --after ARRAY_TASK "
+                        "(e.g. --after 123_4) with its run_dir set")
     return Link(spec_path=spec_path, spec=None, request=request, after=None,
                 children=_children(path, request, (path,), load))
 
@@ -74,6 +92,9 @@ def _children(path: str, parent: JobRequest, ancestors: tuple[str, ...], load: L
             raise SpecError(f"{where}: {step.spec} does not exist\n  hint: then: paths are relative to the spec "
                             f"that names them ({os.path.dirname(path)})")
         child_spec = load(step.spec, list(step.overrides))
+        if child_spec.sweep is not None:
+            raise SpecError(f"{where}: {step.spec} has a sweep: block, and a follow-up runs as one job\n  hint: "
+                            "submit that sweep on its own with --after PARENT_JOB_ID")
         preview = Link(step.spec, child_spec, parent, step.after).child_request(parent, "", None)
         links.append(Link(spec_path=step.spec, spec=child_spec, request=preview, after=step.after,
                           children=_children(step.spec, preview, (*ancestors, step.spec), load)))

@@ -184,7 +184,7 @@ def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
     from . import chain
 
     if explain:
-        _explain(spec, flags, sets)
+        _explain(spec, flags, sets, sweeps, throttle, after)
         if not output:
             return
     request = load_request(spec, flags, sets, sweeps, throttle, after=after)
@@ -197,12 +197,22 @@ def render(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
         click.echo(text, nl=False)
 
 
-def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
-    """render --explain: each key's final value and its source (hpc_runner.explain)."""
+def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...], sweeps: tuple[str, ...] = (),
+             throttle: int | None = None, after: tuple[str, ...] = ()) -> None:
+    """render --explain: each key's final value and its source (hpc_runner.explain); --sweep, --throttle
+    and --after, which are no spec keys, last."""
     from . import explain as explain_mod
+    from . import sweep as sweep_mod
 
     layered = load_layered(path, flags, sets)
     click.echo(explain_mod.table(layered, request_mod.build(layered.spec)), nl=False)
+    flagged = [sweep_mod.parse_flag(item) for item in sweeps]
+    rows = [(f"sweep.{axis.key}", json.dumps(list(axis.values), default=str), "--sweep") for axis in flagged]
+    rows += [("sweep.throttle", str(throttle), "--throttle")] if throttle is not None else []
+    waits_for = parse_after(after)
+    rows += [("after", waits_for.directive(), "--after")] if waits_for else []
+    for key, value, source in rows:
+        click.echo(f"{key}  {value}  {source}")
 
 
 @cli.command()
@@ -223,7 +233,8 @@ def _explain(path: str, flags: dict[str, Any], sets: tuple[str, ...]) -> None:
 @handle_errors
 def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: int | None, executor: str,
            dry_run: bool, wait_: bool, follow: bool, after: tuple[str, ...], no_snapshot: bool, **flags: Any) -> None:
-    """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints.
+    """Submit SPEC through submitit: the same job that `hpc-run render SPEC` prints, run from a code
+    snapshot taken now (render's script runs the code as it is when the job starts).
 
     A spec's then: list submits follow-up jobs that start after this one (see the README's Chains).
 
@@ -267,7 +278,7 @@ def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
         if follow:
             raise InputError("--follow streams one job's log, and a sweep is many jobs\n  hint: submit, then "
                              "hpc-run logs ARRAY_TASK --follow (e.g. 123_0) for one task")
-        _submit_sweep(submission, spec, wait_, then)
+        _submit_sweep(submission, spec, wait_)
         return
     results = _submit(submission, wait=wait_ or follow or chain.must_wait(links, submission.executor), follow=follow,
                       spec_path=spec, then=then)
@@ -275,9 +286,9 @@ def submit(spec: str, sets: tuple[str, ...], sweeps: tuple[str, ...], throttle: 
         click.echo(json.dumps(submit_mod.printable(results[0]), indent=2, default=str))
 
 
-def _submit_sweep(submission: Any, spec_path: str, wait: bool, then: Callable[[Any], None] | None = None) -> None:
+def _submit_sweep(submission: Any, spec_path: str, wait: bool) -> None:
     """Submit a sweep, write its table and record, list its tasks; with ``wait``, exit 1 if any task failed.
-    ``then``: a chain's follow-ups, which wait for the whole array (SLURM's afterok on an array id)."""
+    (A sweep has no then: follow-ups: chain.plan refuses them.)"""
     from . import ledger
     from . import snapshot as snapshot_mod
     from . import submit as submit_mod
@@ -305,10 +316,6 @@ def _submit_sweep(submission: Any, spec_path: str, wait: bool, then: Callable[[A
     if submission.executor == "slurm":
         click.echo(f"status: hpc-run status {array_id}")
     click.echo(f"results: hpc-run results {request.output_dir} --metric NAME")
-    if then is not None:
-        from types import SimpleNamespace
-
-        then(SimpleNamespace(job_id=array_id))
     if not wait:
         return
     failed = 0
@@ -414,8 +421,8 @@ def scaling(spec: str, sizes: str, sets: tuple[str, ...], executor: str, out_dir
     from . import submit as submit_mod
 
     counts = scaling_mod.parse_sizes(sizes)
+    base = load_request(spec, flags, sets)  # bad input is refused before any controller is asked
     kind = submit_mod.choose_executor(executor)
-    base = load_request(spec, flags, sets)
     if base.mode == "threading":
         raise InputError(f"{spec}: scaling across nodes needs mode gloo or nccl (use --mode gloo)")
     out = Path(out_dir or f"runs/scaling-{base.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")

@@ -83,20 +83,21 @@ def from_directive(text: str) -> Dependency | None:
     conditions: list[tuple[str, str]] = []
     for group in filter(None, re.split(r"[,?]", text or "")):
         kind, *ids = group.split(":")
-        ids = [re.sub(r"\(.*\)$", "", job_id) for job_id in ids]
+        ids = [re.sub(r"_\*$", "", re.sub(r"\(.*\)$", "", job_id)) for job_id in ids]  # a whole array shows as 123_*
         if kind not in KINDS or not ids or not all(_JOB_ID.match(job_id) for job_id in ids):
             return None
         conditions += [(kind, job_id) for job_id in ids]
     return Dependency(tuple(conditions)) if conditions else None
 
 
-def then_section(raw: Any, source: str) -> tuple[ThenStep, ...]:
+def then_section(raw: Any, source: str, path: str | None = None) -> tuple[ThenStep, ...]:
     """Validate a spec's ``then:`` list; each step's spec path is made absolute against the spec's folder."""
     if raw is None:
         return ()
     if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple)):
         raise SpecError(f"{source}: key 'then': expected a list of steps, got {type(raw).__name__}\n  hint: {THEN_HINT}")
-    folder = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else os.getcwd()
+    spec_file = path or source  # the file the steps are relative to (``source`` may be a label)
+    folder = os.path.dirname(os.path.abspath(spec_file)) if os.path.exists(spec_file) else os.getcwd()
     return tuple(_then_step(item, f"then[{i}]", source, folder) for i, item in enumerate(raw))
 
 

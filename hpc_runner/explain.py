@@ -39,6 +39,8 @@ def _flatten(path: str, value: Any) -> list[tuple[str, str]]:
                 for row in _flatten(f"{path}.{_YAML_NAMES.get(f.name, f.name)}", getattr(value, f.name))]
     if isinstance(value, dict) and value:
         return [row for k, v in value.items() for row in _flatten(f"{path}.{k}", v)]
+    if isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):  # then: steps, sweep axes
+        return [row for i, v in enumerate(value) for row in _flatten(f"{path}[{i}]", v)]
     if path in ("setup", "modules") and value:
         return [(f"{path}[{i}]", str(line)) for i, line in enumerate(value)]
     return [(path, _text(value))]
@@ -51,7 +53,7 @@ def _text(value: Any) -> str:
         return value
     if isinstance(value, tuple):
         value = list(value)
-    return json.dumps(value)
+    return json.dumps(value, default=str)
 
 
 def table(layered: LayeredSpec, request: JobRequest) -> str:

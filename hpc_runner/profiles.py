@@ -59,6 +59,7 @@ class LayeredSpec:
     merged: layers.Merged
     selection: Selection
     spec_label: str
+    spec_file: str = ""  # the spec's path (then: steps are relative to it); spec_label is how errors name it
 
 
 def user_config_path(environ: Mapping[str, str]) -> str:
@@ -169,7 +170,8 @@ def load(spec_path: str, overrides: list[tuple[str, Any, str]], profile: str | N
     merged = layers.merge([*selection.layers, layers.Layer(spec_path, read_yaml(os.path.join(cwd, spec_path)))])
     merged = layers.override(merged, overrides)
     source = f"{spec_path} (with profile {selection.name})" if selection.name else spec_path
-    return LayeredSpec(spec=from_mapping(merged.raw, source=source), merged=merged, selection=selection, spec_label=spec_path)
+    return LayeredSpec(spec=from_mapping(merged.raw, source=source, path=os.path.join(cwd, spec_path)), merged=merged,
+                       selection=selection, spec_label=spec_path, spec_file=os.path.join(cwd, spec_path))
 
 
 def with_overrides(layered: LayeredSpec, overrides: list[tuple[str, Any, str]]) -> JobSpec:
@@ -177,4 +179,5 @@ def with_overrides(layered: LayeredSpec, overrides: list[tuple[str, Any, str]]) 
     no file is read twice."""
     merged = layers.override(layered.merged, overrides)
     name = layered.selection.name
-    return from_mapping(merged.raw, source=f"{layered.spec_label} (with profile {name})" if name else layered.spec_label)
+    return from_mapping(merged.raw, source=f"{layered.spec_label} (with profile {name})" if name else layered.spec_label,
+                        path=layered.spec_file or None)

@@ -256,8 +256,11 @@ def _requeue(r: _Reader, raw: Any, time_minutes: int) -> RequeueSpec:
     )
 
 
-def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
-    """Validate a raw mapping (parsed YAML with overrides applied) into a JobSpec."""
+def from_mapping(raw: Any, source: str = "<spec>", path: str | None = None) -> JobSpec:
+    """Validate a raw mapping (parsed YAML with overrides applied) into a JobSpec.
+
+    ``source`` names the spec in errors; ``path`` is its file where the two differ (a profile's label):
+    then: steps are found relative to it."""
     r = _Reader(source)
     if not isinstance(raw, Mapping):
         raise SpecError(f"{source}: a job spec is a YAML mapping of keys, got {type(raw).__name__}")
@@ -274,7 +277,7 @@ def from_mapping(raw: Any, source: str = "<spec>") -> JobSpec:
         **_resources(r, raw),
         **_strings(r, raw),
     }
-    values["then"] = then_section(raw.get("then"), source)
+    values["then"] = then_section(raw.get("then"), source, path)
     values["requeue"] = _requeue(r, raw.get("requeue"), values.get("time_minutes", JobSpec.time_minutes))
     values["env"] = _env(r, raw)
     values["setup"] = _setup(r, raw)

@@ -115,7 +115,7 @@ def label(values: tuple[tuple[str, Any], ...], names: dict[str, str]) -> str:
 
 # What must be the same in every task: everything SLURM and the batch shell see.
 _SHAPE = ("mode", "launcher", "nodes", "tasks_per_node", "ranks_per_node", "time_minutes", "directives", "srun",
-          "before_setup", "setup", "env", "before_launch", "python", "signal", "launch_notes")
+          "before_setup", "setup", "env", "before_launch", "python", "signal", "launch_notes", "template_dirs")
 
 
 def build(load: Callable[[list[tuple[str, Any]]], JobRequest], sweep: SweepSpec, run_dir: str, spec_path: str) -> JobRequest:
@@ -189,11 +189,13 @@ def table_text(name: str, array: ArrayJob, spec_path: str, job_id: str | None, i
 
 def _write_table_line(name: str, array: ArrayJob, spec_path: str) -> str:
     """The batch shell writes the table (atomically), with SLURM's array id: a rendered script submitted by
-    sbatch has nobody else to write it. Every task writes the same text."""
+    sbatch has nobody else to write it. Every task writes the same text; outside SLURM (the local
+    executor, which wrote it at submit) nothing."""
     before, after = table_text(name, array, spec_path, _JOB_ID_MARK, indent=None).split(f'"{_JOB_ID_MARK}"')
     table, tmp = shlex.quote(array.table), shlex.quote(f"{array.table}.tmp")
-    return (f'mkdir -p {shlex.quote(str(Path(array.table).parent))} && printf \'%s"%s"%s\\n\' {shlex.quote(before)} '
-            f'"${{SLURM_ARRAY_JOB_ID:-}}" {shlex.quote(after)} > {tmp}."$$" && mv -f {tmp}."$$" {table}')
+    return (f'if [ -n "${{SLURM_ARRAY_JOB_ID:-}}" ]; then mkdir -p {shlex.quote(str(Path(array.table).parent))} && '
+            f'printf \'%s"%s"%s\\n\' {shlex.quote(before)} "$SLURM_ARRAY_JOB_ID" {shlex.quote(after)} > {tmp}."$$" && '
+            f'mv -f {tmp}."$$" {table}; fi')
 
 
 def check_folder(array: ArrayJob) -> None:

@@ -74,7 +74,7 @@ def test_submitit_emulator_on_4_nodes_quarter_steps(testbed: dict[str, str], tmp
         assert result.returncode == 0, result.stdout + result.stderr
         assert "submitted job" in result.stdout and "logs: " in result.stdout
         results[nodes] = json.loads((out / "metrics.json").read_text())
-        assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.png", "metrics.json", "run.json", "submitit"]
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "code", "loss.png", "metrics.json", "run.json", "submitit"]
     assert results[4]["world_size"] == 4
     assert results[4]["steps_per_epoch"] * 4 == results[1]["steps_per_epoch"]
     logs = sorted((tmp_path / "n4" / "submitit").glob("*/*_log.out"))
