@@ -18,12 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from . import layers, project
 from .errors import SpecError
 from .schema import JobSpec
-from .spec import check_partial, from_mapping, read_yaml
+from .spec import check_partial, from_mapping, parse_file, read_yaml
 
 USER_CONFIG_VAR = "HPC_RUNNER_USER_CONFIG"
 PROJECT_FILE = "hpc_runner.yaml"
@@ -110,17 +108,7 @@ def read_config(path: str, label: str) -> ConfigFile | None:
 
 
 def _yaml(path: str, label: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
-    except OSError as exc:
-        raise SpecError(f"{label}: cannot read the profiles file ({exc.strerror})") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError(f"{label}: invalid YAML at {where}: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{label}: invalid YAML: {exc}") from None
+    return parse_file(path, label, "profiles file")  # the spec's own YAML reading and errors
 
 
 def _profile(body: Any, source: str, folder: str) -> dict[str, Any]:

@@ -465,22 +465,28 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[tuple[str, Any]]) ->
     return result
 
 
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a spec file safely; YAML errors name the file and line."""
-    path = os.fspath(path)  # os.path, not pathlib: render must start fast
+def parse_file(path: str, label: str, what: str) -> Any:
+    """A YAML file read with the spec's loader (``2:00:00`` a string, ``1e-3`` a number); errors name the
+    file as ``label``, say it is a ``what``, and give the line and column."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
+        raise SpecError(f"{label}: cannot read the {what} ({exc.strerror})") from None
     try:
-        raw = _yaml_load(text)
+        return _yaml_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError(f"{path}: invalid YAML at {where}: {exc.problem or exc}") from None
+        raise SpecError(f"{label}: invalid YAML at {where}: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML: {exc}") from None
+        raise SpecError(f"{label}: invalid YAML: {exc}") from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a spec file safely; YAML errors name the file and line."""
+    path = os.fspath(path)  # os.path, not pathlib: render must start fast
+    raw = parse_file(path, path, "job spec")
     if raw is None:
         raise SpecError(f"{path}: the file is empty; a job spec needs at least 'name' and 'entrypoint'")
     if not isinstance(raw, dict):

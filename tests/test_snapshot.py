@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpc_runner import checkpoint, environment, ledger, render, request, snapshot, spec
+from hpc_runner import environment, ledger, render, request, snapshot, spec
 from hpc_runner.errors import InputError, LaunchError
 from hpc_runner.run_config import RunConfig
 from hpc_runner.run_context import RunContext

@@ -75,7 +75,7 @@ def test_explain_shows_a_chain_and_the_sweep_and_after_flags(runner: CliRunner) 
     result = runner.invoke(cli.cli, ["render", str(JOBS / "train_then_evaluate.yaml"), "--explain", "--after", "123",
                                      "--sweep", "entrypoint.params.seed=1,2"])
     assert result.exit_code == 0, result.output
-    assert f"then[0].spec" in result.output and str(JOBS / "evaluate.yaml") in result.output
+    assert "then[0].spec" in result.output and str(JOBS / "evaluate.yaml") in result.output
     assert "sweep.entrypoint.params.seed  [1, 2]  --sweep" in result.output and "after  afterok:123  --after" in result.output
 
 
