@@ -255,7 +255,7 @@ def _resolver_safe(cmd: list[str]) -> tuple[list[str], str]:
     return ["unshare", "--mount", "sh", "-c", f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec {quoted}"], ""
 
 
-def bench_rendezvous(sizes: tuple[str, ...] = ("64:5", "1024:3", "4096:3", "8192:1")) -> None:
+def bench_rendezvous(sizes: tuple[str, ...] = ("64:9", "1024:3", "4096:3", "8192:1")) -> None:
     """N simulated ranks through rendezvous.meet vs torch's store barrier, and naming a missing rank."""
     cmd, caveat = _resolver_safe([sys.executable, str(ROOT / "benchmarks" / "scale_rendezvous.py"), *sizes])
     if caveat:
