@@ -72,6 +72,16 @@ def test_rerun_resumes_from_the_checkpoint(runs: dict[int, Path], tmp_path: Path
     assert "resuming from" in logs and "epoch 3, step 0" in logs, result.stdout
 
 
+def test_resubmitting_a_finished_run_keeps_its_metrics(runs: dict[int, Path], tmp_path: Path) -> None:
+    out = tmp_path / "n1"
+    shutil.copytree(runs[1], out)
+    before = metrics(out)
+    result = submit_local(out, 1)
+    assert metrics(out) == before and before["samples_per_second"] > 0  # not replaced by a run that trained nothing
+    logs = "".join(p.read_text() for p in (out / "submitit").glob("*/*_0_log.out"))
+    assert "nothing to train" in logs, result.stdout
+
+
 def test_ranks_times_batch_equals_one_rank_with_big_batch(tmp_path: Path) -> None:
     """Seed 004's claim: W ranks with per-rank batch B give the weights of 1 rank with batch B*W."""
     common = ["--set", "entrypoint.params.dtype=float64", "--set", "data.samples=1024", "--set", "data.audit=true"]

@@ -131,6 +131,8 @@ def train(ctx: Any, epochs: int = 3, hidden: int = 64, lr: float = 0.01, seed: i
     run = _start(ctx, hidden, lr, seed, torch_dtype)
     ctx.print(f"world size {ctx.env.world_size}; samples per rank {plan.samples_per_rank}; "
               f"steps per epoch {plan.steps_per_epoch}; effective batch {plan.effective_batch}")
+    if run.start_epoch >= epochs:  # resubmitted after its last epoch (every rank read the same checkpoint)
+        return _already_trained(ctx, run, plan, epochs)
     # Throughput after warm-up: the first epoch of this run (imports, allocator, first
     # collectives) is left out when there is more than one.
     timed_samples, timed_seconds = 0, 0.0
@@ -190,7 +192,16 @@ def _end_epoch(ctx: Any, run: _Run, val_loader: Any, epoch: int, epochs: int, to
     run.save(ctx, epoch + 1, 0)
 
 
-def _finish(ctx: Any, run: _Run, plan: Any, epochs: int, throughput: float) -> dict[str, Any]:
+def _already_trained(ctx: Any, run: _Run, plan: Any, epochs: int) -> dict[str, Any]:
+    """Nothing left to train: the finished run's metrics.json stands (this run measured no throughput)."""
+    path = ctx.output_dir / "metrics.json"
+    ctx.print(f"the checkpoint holds all {epochs} epoch(s): nothing to train; {path} is kept")
+    if path.exists():
+        return json.loads(path.read_text())
+    return _finish(ctx, run, plan, epochs, None)
+
+
+def _finish(ctx: Any, run: _Run, plan: Any, epochs: int, throughput: float | None) -> dict[str, Any]:
     """Metrics on every rank; rank 0 writes metrics.json and the loss plot."""
     history = run.history
     metrics = {
