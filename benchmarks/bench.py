@@ -365,12 +365,13 @@ def write_report(scale: list[str]) -> None:
               "the next, which is the row's spread: the 1.85x target is out of reach here, bounded by the "
               "synchronous step on a VM whose step time varies by a third.",
               "- Rendezvous at scale: every simulated rank runs on this machine's 2 cores, so at thousands of "
-              "ranks the clients' own work (a thread, a connection, four store calls in Python) sets the wall "
+              "ranks the clients' own work (a thread, a connection, three store calls in Python) sets the wall "
               "time for ours and torch's alike; on a cluster each rank has its own node and the store's single "
               "thread is the shared resource. Its CPU grows linearly with ranks (the table's 'store host CPU'), "
               "so 8192 ranks cost the store about the figure shown and 32768 about four times it. Ours makes "
-              "four calls per rank where torch's barrier makes two or three: the owner check (a rank of another "
-              "job is refused at once instead of hanging) and the roster (missing ranks named from one read). "
+              "three calls per rank where torch's barrier makes two or three: the roster (missing ranks named "
+              "from one read) is the extra one; the owner check (a rank of another job is refused at once "
+              "instead of hanging) costs a fourth only to a rank that arrives before rank 0. "
               "torch's store looks up each client's name as it connects, one at a time; this machine's resolver "
               "drops bursts of queries (5 s each), so `make bench` runs the scale rows where the v4-mapped "
               "loopback has a name (a private mount namespace, as root).",
