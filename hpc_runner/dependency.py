@@ -24,7 +24,7 @@ DEFAULT_KIND = "afterok"
 KILL_ON_INVALID_DEP = "yes"  # our decision: a job that can never start is cancelled, not left pending
 PARENT_OUTPUT_DIR_VAR = "HPC_RUNNER_PARENT_OUTPUT_DIR"  # a `then:` child's view of its parent's output directory
 PARENT_JOB_ID_VAR = "HPC_RUNNER_PARENT_JOB_ID"  # and of its job id (SLURM's, or the local executor's)
-_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # a SLURM job id, or an array task 123_4 (job_control uses it too)
 _THEN_KEYS = ("spec", "after", "set")
 AFTER_HINT = "write --after 123, --after afterany:123 or --after afterok:123:124 (job ids, or array tasks 123_4)"
 THEN_HINT = "then: [{spec: evaluate.yaml, after: afterok, set: {entrypoint.params.split: val}}]"
@@ -56,7 +56,7 @@ class Dependency:
 
 def check_job_id(job_id: str, where: str) -> str:
     """A SLURM job id: digits, or an array task ``123_4``."""
-    if not _JOB_ID.match(job_id):
+    if not JOB_ID.match(job_id):
         raise InputError(f"{where}: {job_id!r} is not a SLURM job id\n  hint: {AFTER_HINT}")
     return job_id
 
@@ -84,7 +84,7 @@ def from_directive(text: str) -> Dependency | None:
     for group in filter(None, re.split(r"[,?]", text or "")):
         kind, *ids = group.split(":")
         ids = [re.sub(r"_\*$", "", re.sub(r"\(.*\)$", "", job_id)) for job_id in ids]  # a whole array shows as 123_*
-        if kind not in KINDS or not ids or not all(_JOB_ID.match(job_id) for job_id in ids):
+        if kind not in KINDS or not ids or not all(JOB_ID.match(job_id) for job_id in ids):
             return None
         conditions += [(kind, job_id) for job_id in ids]
     return Dependency(tuple(conditions)) if conditions else None

@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dependency import JOB_ID
 from .errors import InputError, JobFailed, SchedulerError
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE")
-_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class JobStatus:
 
 def check_job_id(job_id: str) -> str:
     """Job ids are digits (``123`` or an array task ``123_4``)."""
-    if not _JOB_ID.match(job_id):
+    if not JOB_ID.match(job_id):
         raise InputError(f"{job_id!r} is not a SLURM job id (expected digits such as 1234 or 1234_5)")
     return job_id
 
